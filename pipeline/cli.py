@@ -1,0 +1,87 @@
+"""Command line of the pipeline: `python -m pipeline {generate,tune,compare} --help`.
+
+dvc.yaml calls these commands with every path spelled out. Each command validates params.yaml
+first, so a bad value stops it with one clear message before any work or any write.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pipeline.config import FAMILIES, ConfigError, Params, load_params
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline",
+        description="Can a neural network solve linear and nonlinear equations? Pipeline stages.",
+    )
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: %(default)s)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    gen = commands.add_parser("generate", help="draw one dataset from its equation")
+    gen.add_argument("--dataset", required=True, help="a key under `datasets:` in params.yaml")
+    gen.add_argument("--out", type=Path, required=True, help="arrays file to write (.npz)")
+    gen.add_argument("--meta", type=Path, required=True, help="metadata file to write (.json)")
+
+    tune = commands.add_parser("tune", help="tune one model family on one dataset with Optuna, tracked in MLflow")
+    tune.add_argument("--dataset", required=True, help="a key under `datasets:` in params.yaml")
+    tune.add_argument("--model", required=True, choices=FAMILIES, help="model family")
+    tune.add_argument("--data", type=Path, required=True, help="arrays file written by `generate`")
+    tune.add_argument("--model-dir", type=Path, required=True, help="directory for weights and readable artifacts")
+    tune.add_argument("--metrics", type=Path, required=True, help="metrics file to write (.json)")
+    tune.add_argument("--loss-curve", type=Path, required=True, help="loss-curve table to write (.csv)")
+
+    compare = commands.add_parser("compare", help="compare every (dataset, model) and write the report")
+    compare.add_argument("--metrics-dir", type=Path, required=True, help="directory of the tune stages' metrics")
+    compare.add_argument("--models-dir", type=Path, required=True, help="directory of the tune stages' model dirs")
+    compare.add_argument("--out", type=Path, required=True, help="report directory to write")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        params = load_params(args.params)
+        _check_names(params, args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return COMMANDS[args.command](params, args)
+
+
+def _check_names(params: Params, args: argparse.Namespace) -> None:
+    dataset = getattr(args, "dataset", None)
+    if dataset is not None and dataset not in params.datasets:
+        raise ConfigError(f"--dataset {dataset!r}: not in params.yaml datasets {sorted(params.datasets)}")
+
+
+def _generate(params: Params, args) -> int:
+    from pipeline import stages
+    from pipeline.data import DataError
+
+    try:
+        stages.generate(params, args.dataset, args.out, args.meta)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _tune(params: Params, args) -> int:
+    from pipeline import stages
+
+    stages.tune(params, args.dataset, args.model, args.data, args.model_dir, args.metrics, args.loss_curve)
+    return 0
+
+
+def _compare(params: Params, args) -> int:
+    from pipeline import stages
+
+    stages.compare(params, args.metrics_dir, args.models_dir, args.out)
+    return 0
+
+
+COMMANDS = {"generate": _generate, "tune": _tune, "compare": _compare}

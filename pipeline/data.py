@@ -1,0 +1,119 @@
+"""Synthetic datasets: deterministic draws from an equation, saved for DVC to version.
+
+A dataset is X ~ N(0, 1) with y = equation(X) + noise, split into train and validation, plus an
+out-of-range (OOD) test set drawn uniformly from [low, high] to show extrapolation. The same seed
+always gives the same bytes on disk, so DVC's content hash identifies a dataset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.equations import Equation
+
+SPLITS = ("train", "val", "ood")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    equation: Equation
+    n_samples: int
+    val_fraction: float
+    noise: float
+    seed: int
+    ood_low: float
+    ood_high: float
+    ood_samples: int
+
+
+@dataclass(frozen=True)
+class Dataset:
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_val: np.ndarray
+    y_val: np.ndarray
+    X_ood: np.ndarray
+    y_ood: np.ndarray
+
+    @property
+    def n_features(self) -> int:
+        return self.X_train.shape[1]
+
+
+class DataError(ValueError):
+    """The equation cannot produce a usable dataset (e.g. log of a negative number)."""
+
+
+def generate(spec: DatasetSpec) -> Dataset:
+    rng = np.random.default_rng(spec.seed)
+    n_features = spec.equation.n_features
+    X = rng.standard_normal((spec.n_samples, n_features))
+    y = spec.equation(X) + spec.noise * rng.standard_normal(spec.n_samples)
+    X_ood = rng.uniform(spec.ood_low, spec.ood_high, (spec.ood_samples, n_features))
+    y_ood = spec.equation(X_ood)  # noise-free: it measures the function the model learnt
+    _check_finite(spec, y, "training/validation")
+    _check_finite(spec, y_ood, "out-of-range")
+    n_val = max(1, round(spec.n_samples * spec.val_fraction))
+    n_train = spec.n_samples - n_val
+    if n_train < 1:
+        raise DataError(f"dataset {spec.name!r}: val_fraction {spec.val_fraction} leaves no training rows")
+    return Dataset(X[:n_train], y[:n_train], X[n_train:], y[n_train:], X_ood, y_ood)
+
+
+def _check_finite(spec: DatasetSpec, y: np.ndarray, which: str) -> None:
+    bad = ~np.isfinite(y)
+    if bad.any():
+        raise DataError(
+            f"dataset {spec.name!r}: equation {spec.equation.text!r} gives {int(bad.sum())} "
+            f"non-finite values on the {which} inputs (e.g. log or sqrt of a negative number)"
+        )
+
+
+def save(dataset: Dataset, spec: DatasetSpec, data_path: Path, meta_path: Path) -> None:
+    """Write arrays and metadata atomically: a failed run leaves no half-written file."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **{f"{kind}_{split}": getattr(dataset, f"{kind}_{split}") for split in SPLITS for kind in "Xy"})
+    _atomic_write(data_path, buffer.getvalue())
+    _atomic_write(meta_path, json.dumps(metadata(dataset, spec), indent=2).encode() + b"\n")
+
+
+def metadata(dataset: Dataset, spec: DatasetSpec) -> dict:
+    return {
+        "name": spec.name,
+        "equation": spec.equation.text,
+        "n_features": dataset.n_features,
+        "seed": spec.seed,
+        "noise": spec.noise,
+        "val_fraction": spec.val_fraction,
+        "shapes": {split: list(getattr(dataset, f"X_{split}").shape) for split in SPLITS},
+        "ood_range": [spec.ood_low, spec.ood_high],
+    }
+
+
+def load(data_path: Path) -> Dataset:
+    with np.load(data_path) as arrays:
+        return Dataset(**{f"{kind}_{split}": arrays[f"{kind}_{split}"] for split in SPLITS for kind in "Xy"})
+
+
+def file_md5(path: Path) -> str:
+    """The content hash DVC records for a single-file output (dvc.lock `md5`)."""
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _atomic_write(path: Path, payload: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(payload)
+    os.replace(tmp, path)

@@ -1,0 +1,186 @@
+"""Equations as safe expression trees over x0..x{n-1}.
+
+An equation string is parsed with Python's `ast` and checked against an allow-list (numbers,
+variables, + - * / **, unary signs, a few named functions). Nothing is ever passed to eval/exec:
+evaluation walks the checked tree with numpy, and `to_sympy` builds the symbolic form from the
+same tree. Hostile input is refused before or during the walk, in time bounded by MAX_LENGTH.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+MAX_LENGTH = 2000  # characters; longer input is refused before the parser sees it
+MAX_DEPTH = 100  # nesting of operations; keeps the recursive walks far from Python's limit
+MAX_EXPONENT = 10  # |p| in a**p; a literal cap is what stops 9**9**9**9
+
+FUNCTIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "sin": np.sin,
+    "cos": np.cos,
+    "tan": np.tan,
+    "tanh": np.tanh,
+    "exp": np.exp,
+    "log": np.log,
+    "sqrt": np.sqrt,
+    "abs": np.abs,
+}
+BINARY_OPS = {
+    ast.Add: np.add,
+    ast.Sub: np.subtract,
+    ast.Mult: np.multiply,
+    ast.Div: np.divide,
+    ast.Pow: np.power,
+}
+VARIABLE = re.compile(r"x(0|[1-9][0-9]*)")
+
+
+class EquationError(ValueError):
+    """An equation string that is malformed or uses something outside the allow-list."""
+
+
+@dataclass(frozen=True, eq=False)
+class Equation:
+    """A checked equation: call it on an (n_samples, n_features) array to get y."""
+
+    text: str
+    n_features: int
+    tree: ast.expr
+
+    def __call__(self, X: np.ndarray) -> np.ndarray:
+        if X.ndim != 2 or X.shape[1] != self.n_features:
+            raise ValueError(f"expected X of shape (n, {self.n_features}), got {X.shape}")
+        with np.errstate(all="ignore"):
+            y = _evaluate(self.tree, X)
+        return np.broadcast_to(np.asarray(y, dtype=np.float64), (X.shape[0],)).copy()
+
+    @property
+    def variables(self) -> frozenset[int]:
+        return frozenset(_variable_index(n) for n in ast.walk(self.tree) if isinstance(n, ast.Name))
+
+    def to_sympy(self):
+        """The sympy expression of the tree (built node by node, never from raw text)."""
+        return _to_sympy(self.tree)
+
+
+def parse(text: str, n_features: int) -> Equation:
+    """Parse and check `text`; raise EquationError naming the offending part."""
+    if not isinstance(text, str):
+        raise EquationError(f"equation must be a string, got {type(text).__name__}")
+    if len(text) > MAX_LENGTH:
+        raise EquationError(f"equation is {len(text)} characters long; the limit is {MAX_LENGTH}")
+    if not text.strip():
+        raise EquationError("equation is empty")
+    try:
+        tree = ast.parse(text.strip(), mode="eval").body
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
+        reason = getattr(exc, "msg", None) or str(exc) or type(exc).__name__
+        raise EquationError(f"equation {_short(text)} is not a valid expression: {reason}") from None
+    _check(tree, text.strip(), n_features, depth=0)
+    return Equation(text=text.strip(), n_features=n_features, tree=tree)
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def _refuse(node: ast.AST, text: str, why: str) -> EquationError:
+    part = ast.get_source_segment(text, node) or type(node).__name__
+    column = getattr(node, "col_offset", 0) + 1
+    return EquationError(f"{why}: {_short(part)} at column {column} of {_short(text)}")
+
+
+def _check(node: ast.AST, text: str, n_features: int, depth: int) -> None:
+    if depth > MAX_DEPTH:
+        raise _refuse(node, text, f"equation is nested more than {MAX_DEPTH} levels deep")
+    if isinstance(node, ast.Constant):
+        _check_number(node, text)
+    elif isinstance(node, ast.Name):
+        _check_variable(node, text, n_features)
+    elif isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        _check(node.operand, text, n_features, depth + 1)
+    elif isinstance(node, ast.BinOp) and type(node.op) in BINARY_OPS:
+        if isinstance(node.op, ast.Pow):
+            _check_exponent(node.right, text)
+        _check(node.left, text, n_features, depth + 1)
+        _check(node.right, text, n_features, depth + 1)
+    elif isinstance(node, ast.Call):
+        _check_call(node, text)
+        _check(node.args[0], text, n_features, depth + 1)
+    else:
+        raise _refuse(node, text, f"{type(node).__name__} is not allowed in an equation")
+
+
+def _check_number(node: ast.Constant, text: str) -> None:
+    value = node.value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _refuse(node, text, "only numbers are allowed as constants")
+    if not math.isfinite(float(value)):
+        raise _refuse(node, text, "constant is not a finite float")
+
+
+def _check_variable(node: ast.Name, text: str, n_features: int) -> None:
+    if not VARIABLE.fullmatch(node.id):
+        allowed = ", ".join(sorted(FUNCTIONS))
+        raise _refuse(node, text, f"unknown name (use x0..x{n_features - 1}, or call one of {allowed})")
+    if _variable_index(node) >= n_features:
+        raise _refuse(node, text, f"variable out of range: n_features is {n_features}, so x0..x{n_features - 1}")
+
+
+def _check_exponent(node: ast.AST, text: str) -> None:
+    inner = node.operand if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)) else node
+    if not (isinstance(inner, ast.Constant) and type(inner.value) in (int, float)):
+        raise _refuse(node, text, "an exponent must be a number literal")
+    if abs(inner.value) > MAX_EXPONENT:
+        raise _refuse(node, text, f"exponent magnitude is limited to {MAX_EXPONENT}")
+
+
+def _check_call(node: ast.Call, text: str) -> None:
+    if not (isinstance(node.func, ast.Name) and node.func.id in FUNCTIONS):
+        raise _refuse(node, text, f"only these functions can be called: {', '.join(sorted(FUNCTIONS))}")
+    if len(node.args) != 1 or node.keywords or isinstance(node.args[0], ast.Starred):
+        raise _refuse(node, text, "a function takes exactly one positional argument")
+
+
+def _variable_index(node: ast.Name) -> int:
+    return int(node.id[1:])
+
+
+def _evaluate(node: ast.AST, X: np.ndarray):
+    if isinstance(node, ast.Constant):
+        return float(node.value)
+    if isinstance(node, ast.Name):
+        return X[:, _variable_index(node)]
+    if isinstance(node, ast.UnaryOp):
+        value = _evaluate(node.operand, X)
+        return -value if isinstance(node.op, ast.USub) else value
+    if isinstance(node, ast.BinOp):
+        return BINARY_OPS[type(node.op)](_evaluate(node.left, X), _evaluate(node.right, X))
+    return FUNCTIONS[node.func.id](_evaluate(node.args[0], X))
+
+
+def _to_sympy(node: ast.AST):
+    import sympy  # only the symbolic reports need it
+
+    if isinstance(node, ast.Constant):
+        return sympy.Integer(node.value) if isinstance(node.value, int) else sympy.Float(node.value)
+    if isinstance(node, ast.Name):
+        return sympy.Symbol(node.id)
+    if isinstance(node, ast.UnaryOp):
+        value = _to_sympy(node.operand)
+        return -value if isinstance(node.op, ast.USub) else value
+    if isinstance(node, ast.BinOp):
+        left, right = _to_sympy(node.left), _to_sympy(node.right)
+        return {
+            ast.Add: lambda: left + right,
+            ast.Sub: lambda: left - right,
+            ast.Mult: lambda: left * right,
+            ast.Div: lambda: left / right,
+            ast.Pow: lambda: left**right,
+        }[type(node.op)]()
+    return getattr(sympy, "Abs" if node.func.id == "abs" else node.func.id)(_to_sympy(node.args[0]))

@@ -1,0 +1,254 @@
+"""The pipeline's stages, each one function from validated params and caller-given paths.
+
+dvc.yaml reaches them through the CLI and the Prefect flows call them directly, so both run the
+very same code and write the very same artifacts. This is the only module that reads the typed
+config; below it, library functions take plain arguments.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from pipeline import data as datasets
+from pipeline.config import Params, TuningConfig, cross_indices
+from pipeline.equations import parse
+
+Progress = Callable[[str], None]
+
+
+def dataset_spec(params: Params, name: str) -> datasets.DatasetSpec:
+    cfg = params.datasets[name]
+    return datasets.DatasetSpec(
+        name=name,
+        equation=parse(cfg.equation, cfg.n_features),
+        n_samples=cfg.n_samples,
+        val_fraction=cfg.val_fraction,
+        noise=cfg.noise,
+        seed=cfg.seed,
+        ood_low=cfg.ood.low,
+        ood_high=cfg.ood.high,
+        ood_samples=cfg.ood.n_samples,
+    )
+
+
+def crosses_for(params: Params, n_features: int) -> tuple[tuple[int, int], ...]:
+    from pipeline.models import all_crosses
+
+    if params.models.cross.crosses == "auto":
+        return all_crosses(n_features)
+    return tuple(sorted({tuple(sorted(cross_indices(term))) for term in params.models.cross.crosses}))
+
+
+def model_spec(params: Params, family: str, n_features: int):
+    from pipeline.models import ModelSpec
+
+    if family == "cross":
+        return ModelSpec("cross", crosses=crosses_for(params, n_features))
+    if family == "mlp":
+        return ModelSpec("mlp", depth=params.models.mlp.depth, width=params.models.mlp.width)
+    return ModelSpec(family)
+
+
+def search_space(cfg: TuningConfig):
+    from pipeline.tune import FloatSpace, IntSpace, SearchSpace
+
+    space = cfg.space
+    return SearchSpace(
+        lr=FloatSpace(space.lr.low, space.lr.high, space.lr.log),
+        epochs=IntSpace(space.epochs.low, space.epochs.high, space.epochs.log),
+        batch_size=tuple(space.batch_size),
+        optimizer=tuple(space.optimizer),
+        width=tuple(space.width) if space.width else None,
+        depth=tuple(space.depth) if space.depth else None,
+    )
+
+
+def study_settings(cfg: TuningConfig):
+    from pipeline.tune import StudySettings
+
+    return StudySettings(
+        n_trials=cfg.n_trials,
+        sampler_seed=cfg.sampler_seed,
+        pruner=cfg.pruner.name,
+        n_startup_trials=cfg.pruner.n_startup_trials,
+        n_warmup_steps=cfg.pruner.n_warmup_steps,
+    )
+
+
+def generate(params: Params, name: str, data_path: Path, meta_path: Path, progress: Progress = print) -> None:
+    """Stage `generate`: draw one dataset and write its arrays and metadata."""
+    spec = dataset_spec(params, name)
+    dataset = datasets.generate(spec)
+    datasets.save(dataset, spec, Path(data_path), Path(meta_path))
+    progress(f"[{name}] {spec.equation.text}: train {len(dataset.y_train)}, val {len(dataset.y_val)}, "
+             f"ood {len(dataset.y_ood)} rows -> {data_path}")
+
+
+def tune(
+    params: Params,
+    dataset_name: str,
+    family: str,
+    data_path: Path,
+    model_dir: Path,
+    metrics_path: Path,
+    loss_path: Path,
+    tags: dict[str, str] | None = None,
+    progress: Progress = print,
+) -> dict:
+    """Stage `tune`: tune one family on one dataset, track it in MLflow, write its artifacts."""
+    import torch
+
+    from pipeline import train
+    from pipeline.tracking import Tracker, commit_tags
+    from pipeline.tune import create_study
+    from pipeline.tune import tune as run_study
+
+    torch.set_num_threads(params.training.threads)
+    name = f"{dataset_name}/{family}"
+    dataset = datasets.load(Path(data_path))
+    digest = datasets.file_md5(Path(data_path))
+    tuning = params.tuning[family]
+    spec = model_spec(params, family, dataset.n_features)
+    tensors = train.Tensors.from_arrays(
+        dataset.X_train, dataset.y_train, dataset.X_val, dataset.y_val, device=params.training.device
+    )
+    tracker = Tracker(
+        params.tracking.mlflow_tracking_uri(),
+        params.tracking.experiment,
+        tags=commit_tags() | {"dataset": dataset_name, "model": family} | (tags or {}),
+    )
+    source = str(data_path)
+    with tracker.run(name, {"role": "parent"}) as parent_id:
+        tracker.log_dataset(parent_id, dataset_name, digest, source)
+        study = create_study(f"{params.tracking.experiment}/{name}", params.tracking.optuna_storage_url(), study_settings(tuning))
+        on_trial = _trial_logger(tracker, parent_id, name, tuning.n_trials, dataset_name, digest, source, progress)
+        result = run_study(study, spec, tensors, search_space(tuning), tuning.n_trials, tuning.sampler_seed, on_trial)
+        model = result.model.cpu().eval()
+        metrics = evaluate(params, dataset_name, dataset, model, result.spec) | {
+            "n_trials_complete": result.n_complete,
+            "n_trials_pruned": result.n_pruned,
+            "tune_seconds": round(result.seconds, 3),
+            "train_seconds": round(result.history.seconds, 3),
+        }
+        files = write_artifacts(model, result, metrics, name, Path(model_dir), Path(metrics_path), Path(loss_path))
+        tracker.log(parent_id, params=_run_params(result), metrics=metrics, tags=_equation_tags(model_dir))
+        tracker.log_history(parent_id, result.history.train_loss, result.history.val_loss)
+        tracker.log_artifacts(parent_id, files)
+        tracker.log_torch_model(parent_id, model, np.asarray(dataset.X_val[:5], dtype=np.float32))
+        progress(f"[{name}] best trial {result.best_trial}: val_mse={metrics['val_mse']:.4g} "
+                 f"(family optimum {metrics['optimum_mse']:.4g}) in {result.seconds:.1f}s; MLflow run {parent_id}")
+    return metrics
+
+
+def _trial_logger(tracker, parent_id, name, n_trials, dataset_name, digest, source, progress):
+    best = {"value": float("inf")}
+
+    def on_trial(outcome) -> None:
+        value = outcome.history.val_loss[-1] if outcome.history.val_loss else float("nan")
+        if outcome.state == "COMPLETE":
+            best["value"] = min(best["value"], value)
+        status = "FAILED" if outcome.state == "DIVERGED" else "FINISHED"
+        tags = {"trial": str(outcome.number), "optuna_state": outcome.state}
+        with tracker.run(f"{name}/trial-{outcome.number}", tags, parent_id, status) as run_id:
+            tracker.log(run_id, params=outcome.params, metrics={"val_mse": value} if outcome.state == "COMPLETE" else None)
+            tracker.log_history(run_id, outcome.history.train_loss, outcome.history.val_loss)
+            tracker.log_dataset(run_id, dataset_name, digest, source)
+        progress(f"[{name}] trial {outcome.number + 1}/{n_trials} {outcome.state.lower()}: "
+                 f"val_mse={value:.4g} after {len(outcome.history.val_loss)} epochs; best {best['value']:.4g}")
+
+    return on_trial
+
+
+def evaluate(params: Params, dataset_name: str, dataset: datasets.Dataset, model, spec) -> dict:
+    """Scores of the trained model next to the best its family can reach."""
+    import torch
+
+    from pipeline import reference
+    from pipeline.train import mse
+
+    def score(X, y) -> float:
+        return mse(model, torch.as_tensor(X, dtype=torch.float32), torch.as_tensor(y, dtype=torch.float32))
+
+    crosses = spec.crosses if spec.family == "cross" else ()
+    if spec.family == "mlp":  # no closed form: measure it against the cross family's optimum
+        crosses = crosses_for(params, dataset.n_features)
+    optimum = reference.optimum_mse(dataset.X_train, dataset.y_train, dataset.X_val, dataset.y_val, crosses)
+    val_mse = score(dataset.X_val, dataset.y_val)
+    metrics = {
+        "val_mse": val_mse,
+        "train_mse": score(dataset.X_train, dataset.y_train),
+        "ood_mse": score(dataset.X_ood, dataset.y_ood),
+        "optimum_mse": optimum,
+        "gap": val_mse - optimum,
+        # A ratio only means something against a non-zero optimum (not an exact-fit problem).
+        "gap_ratio": (val_mse - optimum) / optimum if optimum > 1e-8 else None,
+        "coef_error": None,
+    }
+    if hasattr(model, "coefficients"):
+        truth = reference.true_coefficients(dataset_spec(params, dataset_name).equation)
+        metrics["coef_error"] = reference.coefficient_error(model.coefficients(), truth)
+    return metrics
+
+
+def write_artifacts(model, result, metrics, title, model_dir: Path, metrics_path: Path, loss_path: Path) -> list[Path]:
+    """Write the stage outputs; the model directory appears whole or not at all."""
+    import torch
+
+    from pipeline import reference, report
+
+    staging = model_dir.with_name(f".{model_dir.name}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    torch.save(model.state_dict(), staging / "model.pt")
+    (staging / "spec.json").write_text(json.dumps(asdict(result.spec) | {"settings": asdict(result.settings)}, indent=2))
+    report.plot_loss_curve(staging / "loss_curve.png", result.history.train_loss, result.history.val_loss, title)
+    if hasattr(model, "coefficients"):
+        coefficients = model.coefficients()
+        (staging / "coefficients.json").write_text(json.dumps(coefficients, indent=2) + "\n")
+        (staging / "equation.txt").write_text(reference.format_equation(coefficients) + "\n")
+    shutil.rmtree(model_dir, ignore_errors=True)
+    os.replace(staging, model_dir)
+    report.write_loss_csv(loss_path, result.history.train_loss, result.history.val_loss)
+    metrics_path.parent.mkdir(parents=True, exist_ok=True)
+    metrics_path.write_text(json.dumps({k: v for k, v in metrics.items() if v is not None}, indent=2) + "\n")
+    return sorted(model_dir.iterdir())
+
+
+def _run_params(result) -> dict:
+    return result.best_params | {"family": result.spec.family, "best_trial": result.best_trial}
+
+
+def _equation_tags(model_dir: Path) -> dict:
+    equation = Path(model_dir) / "equation.txt"
+    return {"recovered_equation": equation.read_text().strip()} if equation.exists() else {}
+
+
+def compare(params: Params, metrics_dir: Path, models_dir: Path, out_dir: Path, progress: Progress = print) -> dict:
+    """Stage `compare`: collect every (dataset, model) result and write the report."""
+    from pipeline import report
+    from pipeline.config import FAMILIES
+
+    results: dict[str, dict[str, dict]] = {}
+    for dataset in params.datasets:
+        for family in FAMILIES:
+            metrics_path = Path(metrics_dir) / f"{dataset}-{family}.json"
+            if not metrics_path.exists():
+                raise FileNotFoundError(f"{metrics_path}: missing; run the tune stage for {dataset}/{family} first")
+            entry = json.loads(metrics_path.read_text())
+            equation = Path(models_dir) / f"{dataset}-{family}" / "equation.txt"
+            entry["equation"] = equation.read_text().strip() if equation.exists() else None
+            results.setdefault(dataset, {})[family] = entry
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report.plot_comparison(out_dir / "comparison.png", results)
+    (out_dir / "comparison.json").write_text(json.dumps(results, indent=2) + "\n")
+    report.write_summary(out_dir / "summary.md", results, ["comparison.png"])
+    progress(f"report written to {out_dir / 'summary.md'}")
+    return results
