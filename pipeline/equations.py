@@ -11,8 +11,8 @@ from __future__ import annotations
 import ast
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -109,6 +109,8 @@ def _check(node: ast.AST, text: str, n_features: int, depth: int) -> None:
             _check_exponent(node.right, text)
         _check(node.left, text, n_features, depth + 1)
         _check(node.right, text, n_features, depth + 1)
+    elif isinstance(node, ast.BinOp):
+        raise _refuse(node, text, f"operator {type(node.op).__name__} is not allowed (use + - * / **)")
     elif isinstance(node, ast.Call):
         _check_call(node, text)
         _check(node.args[0], text, n_features, depth + 1)

@@ -56,7 +56,7 @@ class LinearModel(nn.Module):
     def coefficients(self) -> dict[str, float]:
         """Learned weight per feature name, plus the bias under the key '1'."""
         weights = self.linear.weight.detach().cpu().double().squeeze(0).tolist()
-        table = dict(zip(self.feature_names(), weights))
+        table = dict(zip(self.feature_names(), weights, strict=True))
         table["1"] = float(self.linear.bias.detach().cpu().double().item())
         return table
 

@@ -20,7 +20,7 @@ def write_loss_csv(path: Path, train_loss: list[float], val_loss: list[float]) -
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["epoch", "train_loss", "val_loss"])
-        for epoch, (train, val) in enumerate(zip(train_loss, val_loss)):
+        for epoch, (train, val) in enumerate(zip(train_loss, val_loss, strict=True)):
             writer.writerow([epoch, f"{train:.6g}", f"{val:.6g}"])
 
 
@@ -100,8 +100,10 @@ def verdict(dataset: str, by_model: dict[str, dict], rel_tol: float = 0.1) -> st
     if right != "mlp" and "mlp" in by_model:
         ratio = by_model["mlp"]["ood_mse"] / max(chosen["ood_mse"], 1e-12)
         if ratio > 10:
-            sentence += (f", and out of the training range the ReLU MLP's error is {ratio:.3g} times larger: "
-                         "it is piecewise linear and extrapolates with straight lines")
+            sentence += (
+                f", and out of the training range the ReLU MLP's error is {ratio:.3g} times larger: "
+                "it is piecewise linear and extrapolates with straight lines"
+            )
     elif right == "mlp":
         sentence += ": no linear family reaches it with the configured features"
     return sentence + "."
@@ -111,10 +113,13 @@ def write_summary(path: Path, results: dict[str, dict[str, dict]], images: list[
     lines = ["# Can a neural network solve linear and nonlinear equations?", "", "## Verdict per dataset", ""]
     lines += [f"- {verdict(dataset, by_model)}" for dataset, by_model in results.items()]
     lines += ["", "## Every model against the best its family can reach", "", summary_table(results), ""]
-    lines += ["`optimum_mse`: least squares on the family's own features (for the MLP: on the raw features",
-              "plus all pairwise crosses). `gap` = val_mse - optimum_mse. `ood_mse`: inputs drawn outside the",
-              "training range. `coef_error`: largest |learned - true| coefficient, where the family can",
-              "represent the equation.", ""]
+    lines += [
+        "`optimum_mse`: least squares on the family's own features (for the MLP: on the raw features",
+        "plus all pairwise crosses). `gap` = val_mse - optimum_mse. `ood_mse`: inputs drawn outside the",
+        "training range. `coef_error`: largest |learned - true| coefficient, where the family can",
+        "represent the equation.",
+        "",
+    ]
     lines += [f"![{name}]({name})" for name in images]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")

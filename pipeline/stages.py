@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -87,8 +87,10 @@ def generate(params: Params, name: str, data_path: Path, meta_path: Path, progre
     spec = dataset_spec(params, name)
     dataset = datasets.generate(spec)
     datasets.save(dataset, spec, Path(data_path), Path(meta_path))
-    progress(f"[{name}] {spec.equation.text}: train {len(dataset.y_train)}, val {len(dataset.y_val)}, "
-             f"ood {len(dataset.y_ood)} rows -> {data_path}")
+    progress(
+        f"[{name}] {spec.equation.text}: train {len(dataset.y_train)}, val {len(dataset.y_val)}, "
+        f"ood {len(dataset.y_ood)} rows -> {data_path}"
+    )
 
 
 def tune(
@@ -127,7 +129,9 @@ def tune(
     source = str(data_path)
     with tracker.run(name, {"role": "parent"}) as parent_id:
         tracker.log_dataset(parent_id, dataset_name, digest, source)
-        study = create_study(f"{params.tracking.experiment}/{name}", params.tracking.optuna_storage_url(), study_settings(tuning))
+        study = create_study(
+            f"{params.tracking.experiment}/{name}", params.tracking.optuna_storage_url(), study_settings(tuning)
+        )
         on_trial = _trial_logger(tracker, parent_id, name, tuning.n_trials, dataset_name, digest, source, progress)
         result = run_study(study, spec, tensors, search_space(tuning), tuning.n_trials, tuning.sampler_seed, on_trial)
         model = result.model.cpu().eval()
@@ -142,8 +146,10 @@ def tune(
         tracker.log_history(parent_id, result.history.train_loss, result.history.val_loss)
         tracker.log_artifacts(parent_id, files)
         tracker.log_torch_model(parent_id, model, np.asarray(dataset.X_val[:5], dtype=np.float32))
-        progress(f"[{name}] best trial {result.best_trial}: val_mse={metrics['val_mse']:.4g} "
-                 f"(family optimum {metrics['optimum_mse']:.4g}) in {result.seconds:.1f}s; MLflow run {parent_id}")
+        progress(
+            f"[{name}] best trial {result.best_trial}: val_mse={metrics['val_mse']:.4g} "
+            f"(family optimum {metrics['optimum_mse']:.4g}) in {result.seconds:.1f}s; MLflow run {parent_id}"
+        )
     return metrics
 
 
@@ -157,11 +163,15 @@ def _trial_logger(tracker, parent_id, name, n_trials, dataset_name, digest, sour
         status = "FAILED" if outcome.state == "DIVERGED" else "FINISHED"
         tags = {"trial": str(outcome.number), "optuna_state": outcome.state}
         with tracker.run(f"{name}/trial-{outcome.number}", tags, parent_id, status) as run_id:
-            tracker.log(run_id, params=outcome.params, metrics={"val_mse": value} if outcome.state == "COMPLETE" else None)
+            tracker.log(
+                run_id, params=outcome.params, metrics={"val_mse": value} if outcome.state == "COMPLETE" else None
+            )
             tracker.log_history(run_id, outcome.history.train_loss, outcome.history.val_loss)
             tracker.log_dataset(run_id, dataset_name, digest, source)
-        progress(f"[{name}] trial {outcome.number + 1}/{n_trials} {outcome.state.lower()}: "
-                 f"val_mse={value:.4g} after {len(outcome.history.val_loss)} epochs; best {best['value']:.4g}")
+        progress(
+            f"[{name}] trial {outcome.number + 1}/{n_trials} {outcome.state.lower()}: "
+            f"val_mse={value:.4g} after {len(outcome.history.val_loss)} epochs; best {best['value']:.4g}"
+        )
 
     return on_trial
 
@@ -207,7 +217,9 @@ def write_artifacts(model, result, metrics, title, model_dir: Path, metrics_path
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     torch.save(model.state_dict(), staging / "model.pt")
-    (staging / "spec.json").write_text(json.dumps(asdict(result.spec) | {"settings": asdict(result.settings)}, indent=2))
+    (staging / "spec.json").write_text(
+        json.dumps(asdict(result.spec) | {"settings": asdict(result.settings)}, indent=2)
+    )
     report.plot_loss_curve(staging / "loss_curve.png", result.history.train_loss, result.history.val_loss, title)
     if hasattr(model, "coefficients"):
         coefficients = model.coefficients()

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import subprocess
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from mlflow import MlflowClient
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME, MLFLOW_GIT_COMMIT
+from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 BATCH = 1000  # MLflow's limit of metrics per log_batch call
 
@@ -40,7 +40,9 @@ class Tracker:
         self.tags = dict(tags or {})
 
     @contextmanager
-    def run(self, name: str, tags: dict[str, str], parent_id: str | None = None, status: str = "FINISHED") -> Iterator[str]:
+    def run(
+        self, name: str, tags: dict[str, str], parent_id: str | None = None, status: str = "FINISHED"
+    ) -> Iterator[str]:
         """A run that ends with `status`, or FAILED if the body raises (even KeyboardInterrupt)."""
         all_tags = self.tags | tags | {MLFLOW_RUN_NAME: name}
         if parent_id:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
@@ -36,7 +36,7 @@ class Tensors:
     y_val: torch.Tensor
 
     @classmethod
-    def from_arrays(cls, X_train, y_train, X_val, y_val, device: str = "cpu") -> "Tensors":
+    def from_arrays(cls, X_train, y_train, X_val, y_val, device: str = "cpu") -> Tensors:
         def to(a: np.ndarray) -> torch.Tensor:
             return torch.as_tensor(np.asarray(a, dtype=np.float32), device=device)
 

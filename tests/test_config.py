@@ -1,0 +1,150 @@
+"""params.yaml validation: the defaults load; a bad value is named with its key, before any work."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.config import ConfigError, load_params, validate_params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_default_params_hold_the_three_problems():
+    params = load_params(ROOT / "params.yaml")
+    assert {name: (d.equation, d.n_features) for name, d in params.datasets.items()} == {
+        "linear": ("2*x0 - 3*x1 + 1", 10),
+        "product": ("(2*x0 - 3)*(x1 + 1)", 10),
+        "square": ("x0**2", 1),
+    }
+    assert all(d.n_samples == 1000 and d.val_fraction == 0.2 and d.noise == 0 for d in params.datasets.values())
+    assert params.tracking.mlflow_uri == "sqlite:///mlflow.db"
+
+
+def _with(raw: dict, dotted: str, value) -> dict:
+    changed = copy.deepcopy(raw)
+    *parents, leaf = dotted.split(".")
+    node = changed
+    for key in parents:
+        node = node[key]
+    node[leaf] = value
+    return changed
+
+
+@pytest.mark.parametrize(
+    "key, value, expected",
+    [
+        ("datasets.linear.n_samples", -5, "datasets.linear.n_samples = -5"),
+        ("datasets.linear.val_fraction", 1.5, "datasets.linear.val_fraction = 1.5"),
+        ("datasets.linear.noise", -1, "datasets.linear.noise = -1"),
+        ("datasets.linear.equation", "x12 + 1", "datasets.linear.equation = 'x12 + 1': variable out of range"),
+        ("datasets.square.equation", "__import__('os')", "datasets.square.equation = \"__import__('os')\""),
+        ("datasets.linear.n_featurez", 3, "datasets.linear.n_featurez = 3: Extra inputs are not permitted"),
+        ("tuning.mlp.n_trials", 0, "tuning.mlp.n_trials = 0"),
+        ("tuning.mlp.space.optimizer", ["rmsprop"], "tuning.mlp.space.optimizer.0 = 'rmsprop'"),
+        ("tuning.linear.space.lr", {"low": 0.5, "high": 0.1}, "low (0.5) is above high (0.1)"),
+        ("models.cross.crosses", ["x0+x1"], "models.cross.crosses = ['x0+x1']: cross 'x0+x1' is not of the form"),
+        ("models.cross.crosses", ["x0*x1"], "'x0*x1' needs more features than dataset 'square' has (1)"),
+        ("models.mlp.depth", "deep", "models.mlp.depth = 'deep'"),
+    ],
+)
+def test_bad_value_names_key_and_value(default_params_raw, key, value, expected):
+    with pytest.raises(ConfigError) as info:
+        validate_params(_with(default_params_raw, key, value))
+    assert expected in str(info.value)
+
+
+def test_missing_tuning_entry_is_named(default_params_raw):
+    raw = copy.deepcopy(default_params_raw)
+    del raw["tuning"]["cross"]
+    with pytest.raises(ConfigError, match=r"no entry for model\(s\) \['cross'\]"):
+        validate_params(raw)
+
+
+def test_bad_dataset_name_is_refused(default_params_raw):
+    raw = copy.deepcopy(default_params_raw)
+    raw["datasets"]["../evil"] = raw["datasets"]["linear"]
+    with pytest.raises(ConfigError, match=r"dataset name '\.\./evil'"):
+        validate_params(raw)
+
+
+def test_unreadable_files_are_reported(tmp_path):
+    with pytest.raises(ConfigError, match="file not found"):
+        load_params(tmp_path / "nope.yaml")
+    broken = tmp_path / "params.yaml"
+    broken.write_text("datasets: [unclosed")
+    with pytest.raises(ConfigError, match="cannot read YAML"):
+        load_params(broken)
+
+
+def test_environment_overrides_storage_urls(monkeypatch):
+    params = load_params(ROOT / "params.yaml")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    monkeypatch.setenv("OPTUNA_STORAGE", "postgresql://u@h/db")
+    assert params.tracking.mlflow_tracking_uri() == "http://127.0.0.1:5000"
+    assert params.tracking.optuna_storage_url() == "postgresql://u@h/db"
+
+
+def test_cli_refuses_bad_params_before_writing_anything(default_params_raw, tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(_with(default_params_raw, "datasets.linear.seed", -1)))
+    out = tmp_path / "data" / "linear.npz"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "--params",
+            str(params),
+            "generate",
+            "--dataset",
+            "linear",
+            "--out",
+            str(out),
+            "--meta",
+            str(tmp_path / "data" / "linear.json"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "datasets.linear.seed = -1" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "data").exists()
+
+
+def test_cli_names_an_unknown_dataset(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "generate",
+            "--dataset",
+            "cubic",
+            "--out",
+            str(tmp_path / "a.npz"),
+            "--meta",
+            str(tmp_path / "a.json"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "--dataset 'cubic': not in params.yaml datasets ['linear', 'product', 'square']" in result.stderr
+
+
+def test_cli_help_lists_the_stages():
+    result = subprocess.run([sys.executable, "-m", "pipeline", "--help"], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0
+    for command in ("generate", "tune", "compare"):
+        assert command in result.stdout

@@ -1,0 +1,65 @@
+"""Datasets are deterministic in their seed and saved whole, with metadata."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from pipeline.data import DataError, DatasetSpec, file_md5, generate, load, save
+from pipeline.equations import parse
+
+
+def spec(seed: int = 0, equation: str = "(2*x0 - 3)*(x1 + 1)", n_features: int = 10, **kw) -> DatasetSpec:
+    base = dict(
+        name="product",
+        equation=parse(equation, n_features),
+        n_samples=1000,
+        val_fraction=0.2,
+        noise=0.0,
+        seed=seed,
+        ood_low=3.0,
+        ood_high=5.0,
+        ood_samples=200,
+    )
+    return DatasetSpec(**(base | kw))
+
+
+def _write(tmp_path, s: DatasetSpec, tag: str):
+    data, meta = tmp_path / f"{tag}.npz", tmp_path / f"{tag}.json"
+    save(generate(s), s, data, meta)
+    return data, meta
+
+
+def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
+    a, _ = _write(tmp_path, spec(0), "a")
+    b, _ = _write(tmp_path, spec(0), "b")
+    c, _ = _write(tmp_path, spec(1), "c")
+    assert a.read_bytes() == b.read_bytes()
+    assert file_md5(a) == file_md5(b) != file_md5(c)
+
+
+def test_split_shapes_and_targets(tmp_path):
+    data, meta = _write(tmp_path, spec(0), "d")
+    ds = load(data)
+    assert ds.X_train.shape == (800, 10) and ds.X_val.shape == (200, 10) and ds.X_ood.shape == (200, 10)
+    np.testing.assert_allclose(ds.y_train, (2 * ds.X_train[:, 0] - 3) * (ds.X_train[:, 1] + 1))
+    assert ds.X_ood.min() >= 3.0 and ds.X_ood.max() <= 5.0
+    assert abs(ds.X_train.mean()) < 0.05 and abs(ds.X_train.std() - 1) < 0.05
+    info = json.loads(meta.read_text())
+    assert info["equation"] == "(2*x0 - 3)*(x1 + 1)" and info["seed"] == 0
+    assert info["shapes"] == {"train": [800, 10], "val": [200, 10], "ood": [200, 10]}
+
+
+def test_noise_has_the_requested_std(tmp_path):
+    ds = generate(spec(0, noise=0.5, n_samples=20000))
+    residual = ds.y_train - (2 * ds.X_train[:, 0] - 3) * (ds.X_train[:, 1] + 1)
+    assert abs(residual.std() - 0.5) < 0.01
+
+
+def test_non_finite_targets_are_refused_and_nothing_written(tmp_path):
+    with pytest.raises(DataError, match="non-finite values"):
+        s = spec(0, equation="log(x0)")
+        save(generate(s), s, tmp_path / "x.npz", tmp_path / "x.json")
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,177 @@
+"""End to end: a real `dvc repro` in a temporary git repo, read back through MlflowClient.
+
+The repo holds a copy of pipeline/, dvc.yaml and the real params.yaml shrunk (two datasets,
+two trials a tuning, a few epochs), so every stage and every tracking path runs in about a minute.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+import yaml
+from conftest import ROOT, shrink
+from mlflow import MlflowClient
+
+from pipeline.models import ModelSpec, build_model
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+FAMILIES = ("linear", "cross", "mlp")
+
+
+def sh(root: Path, *args: str, timeout: int = 600) -> str:
+    env = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("OPTUNA_STORAGE", None)
+    result = subprocess.run(args, cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory, default_params_raw):
+    root = tmp_path_factory.mktemp("repo")
+    shutil.copytree(ROOT / "pipeline", root / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("dvc.yaml", ".gitignore"):
+        shutil.copy(ROOT / name, root / name)
+    (root / "params.yaml").write_text(yaml.safe_dump(shrink(default_params_raw), sort_keys=False))
+    sh(root, "git", "init", "-q")
+    sh(root, "git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-q", "--allow-empty", "-m", "init")
+    sh(root, "dvc", "init", "-q")
+    sh(root, "dvc", "config", "core.analytics", "false")
+    sh(root, "git", "add", "-A")
+    sh(root, "git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-q", "-m", "pipeline")
+    first = sh(root, "dvc", "repro")
+    return root, first
+
+
+@pytest.fixture(scope="module")
+def runs(repo):
+    root, _ = repo
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("equations")
+    every = client.search_runs([experiment.experiment_id], max_results=1000)
+    parents = {
+        (r.data.tags["dataset"], r.data.tags["model"]): r for r in every if "mlflow.parentRunId" not in r.data.tags
+    }
+    children = [r for r in every if "mlflow.parentRunId" in r.data.tags]
+    return client, parents, children
+
+
+def lock_md5(root: Path, path: str) -> str:
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    for stage in lock["stages"].values():
+        for out in stage.get("outs", []):
+            if out["path"] == path:
+                return out["md5"]
+    raise KeyError(path)
+
+
+def test_repro_runs_every_stage(repo):
+    _, output = repo
+    for dataset in ("linear", "product"):
+        assert f"Running stage 'generate@{dataset}'" in output
+        for family in FAMILIES:
+            assert f"Running stage 'tune@{dataset}-{family}'" in output
+    assert "Running stage 'compare'" in output
+    assert "trial 2/2" in output  # progress lines reach the terminal
+
+
+def test_one_parent_run_per_dataset_and_model(runs, repo):
+    root, _ = repo
+    client, parents, children = runs
+    head = sh(root, "git", "rev-parse", "HEAD").strip()
+    assert set(parents) == {(d, f) for d in ("linear", "product") for f in FAMILIES}
+    for (dataset, family), run in parents.items():
+        assert run.info.status == "FINISHED"
+        metrics = json.loads((root / "metrics" / f"{dataset}-{family}.json").read_text())
+        assert run.data.metrics["val_mse"] == pytest.approx(metrics["val_mse"], rel=1e-9)
+        assert {"lr", "epochs", "batch_size", "optimizer"} <= set(run.data.params)
+        assert run.data.tags["mlflow.source.git.commit"] == head
+        digest = run.inputs.dataset_inputs[0].dataset.digest
+        assert digest == lock_md5(root, f"data/{dataset}.npz")
+        best = client.get_metric_history(run.info.run_id, "val_loss")
+        assert len(best) == int(run.data.params["epochs"])
+
+
+def test_one_nested_run_per_trial_with_epoch_curves(runs):
+    client, parents, children = runs
+    for (dataset, family), parent in parents.items():
+        mine = [r for r in children if r.data.tags["mlflow.parentRunId"] == parent.info.run_id]
+        assert len(mine) == 2
+        for child in mine:
+            assert child.info.status in ("FINISHED", "FAILED")
+            assert child.data.tags["dataset"] == dataset and child.data.tags["model"] == family
+            assert "lr" in child.data.params
+            assert child.inputs.dataset_inputs[0].dataset.digest == parent.inputs.dataset_inputs[0].dataset.digest
+            for key in ("train_loss", "val_loss"):
+                steps = sorted(m.step for m in client.get_metric_history(child.info.run_id, key))
+                assert steps == list(range(len(steps))) and steps
+    assert all(r.info.status != "RUNNING" for r in children)
+
+
+def test_parent_artifacts_load_back(runs, tmp_path):
+    client, parents, _ = runs
+    for (_, family), run in parents.items():
+        run_id = run.info.run_id
+        names = {a.path for a in client.list_artifacts(run_id)}
+        assert {"loss_curve.png", "model.pt", "spec.json"} <= names
+        if family != "mlp":
+            assert {"coefficients.json", "equation.txt"} <= names
+            equation = Path(client.download_artifacts(run_id, "equation.txt", str(tmp_path))).read_text()
+            assert equation.startswith("y = ")
+        spec = json.loads(Path(client.download_artifacts(run_id, "spec.json", str(tmp_path))).read_text())
+        state = torch.load(client.download_artifacts(run_id, "model.pt", str(tmp_path)), weights_only=True)
+        crosses = tuple(tuple(pair) for pair in spec["crosses"])
+        model = build_model(ModelSpec(spec["family"], crosses, spec["depth"], spec["width"]), 10)
+        model.load_state_dict(state)
+        mlflow.set_tracking_uri(client._tracking_client.tracking_uri)
+        logged = mlflow.pytorch.load_model(f"runs:/{run_id}/model")
+        x = torch.randn(4, 10)
+        with torch.no_grad():
+            torch.testing.assert_close(logged(x), model(x))
+        info = mlflow.models.get_model_info(f"runs:/{run_id}/model")
+        assert info.signature is not None and info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, 10)
+
+
+def test_second_repro_runs_nothing(repo):
+    root, _ = repo
+    output = sh(root, "dvc", "repro")
+    assert "Running stage" not in output
+    status = sh(root, "dvc", "status")
+    assert "up to date" in status
+
+
+def test_metrics_and_plots_render(repo, tmp_path):
+    root, _ = repo
+    table = sh(root, "dvc", "metrics", "show")
+    assert "metrics/product-cross.json" in table and "val_mse" in table
+    sh(root, "dvc", "plots", "show", "-o", str(tmp_path / "plots"))
+    html = (tmp_path / "plots" / "index.html").read_text()
+    assert "train_loss" in html and "val_loss" in html
+    assert (root / "reports" / "summary.md").read_text().count("| product |") == 3
+
+
+def test_data_is_versioned_by_dvc_not_git(repo):
+    root, _ = repo
+    sh(root, "git", "check-ignore", "data/product.npz")
+    sh(root, "git", "check-ignore", "models/product-mlp")
+    md5 = lock_md5(root, "data/product.npz")
+    assert (root / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]).exists()
+
+
+def test_exp_run_on_a_tuning_key_reruns_only_its_stages(repo):
+    root, _ = repo
+    sh(root, "git", "add", "-A")
+    sh(root, "git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-q", "-m", "results")
+    output = sh(root, "dvc", "exp", "run", "-S", "tuning.linear.sampler_seed=5")
+    ran = sorted(line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage"))
+    assert ran == ["compare", "tune@linear-linear", "tune@product-linear"]
