@@ -148,6 +148,13 @@ class TrackingConfig(Strict):
     experiment: Annotated[str, Field(min_length=1, max_length=200)] = "equations"
     optuna_storage: str = "sqlite:///optuna.db"  # OPTUNA_STORAGE overrides it
 
+    def anchored(self, base: Path) -> TrackingConfig:
+        """Relative SQLite paths made absolute against `base` (the params file's folder), so a
+        flow run from another working directory writes to the same stores as `dvc repro`."""
+        return self.model_copy(
+            update={"mlflow_uri": _anchor(self.mlflow_uri, base), "optuna_storage": _anchor(self.optuna_storage, base)}
+        )
+
     def mlflow_tracking_uri(self) -> str:
         return os.environ.get("MLFLOW_TRACKING_URI") or self.mlflow_uri
 
@@ -199,8 +206,18 @@ def cross_indices(term: str) -> tuple[int, int]:
     return (int(square), int(square)) if square is not None else (int(i), int(j))
 
 
+def _anchor(url: str, base: Path) -> str:
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or url.startswith(prefix + "/") or url == prefix + ":memory:":
+        return url
+    return prefix + str((base / url[len(prefix) :]).resolve())
+
+
 def load_params(path: str | Path) -> Params:
-    """Read and validate params.yaml, or raise ConfigError naming the key and the value."""
+    """Read and validate params.yaml, or raise ConfigError naming the key and the value.
+
+    Relative SQLite store paths are anchored at the params file's folder.
+    """
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text())
@@ -208,7 +225,8 @@ def load_params(path: str | Path) -> Params:
         raise ConfigError(f"{path}: file not found") from None
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"{path}: cannot read YAML: {exc}") from None
-    return validate_params(raw, source=str(path))
+    params = validate_params(raw, source=str(path))
+    return params.model_copy(update={"tracking": params.tracking.anchored(path.resolve().parent)})
 
 
 def validate_params(raw: Any, source: str = "params") -> Params:

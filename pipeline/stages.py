@@ -93,6 +93,16 @@ def generate(params: Params, name: str, data_path: Path, meta_path: Path, progre
     )
 
 
+def prepare_stores(params: Params) -> None:
+    """Create the MLflow experiment and the Optuna tables up front, before concurrent tunings."""
+    import optuna
+
+    from pipeline.tracking import Tracker
+
+    Tracker(params.tracking.mlflow_tracking_uri(), params.tracking.experiment)
+    optuna.storages.get_storage(params.tracking.optuna_storage_url())
+
+
 def tune(
     params: Params,
     dataset_name: str,
@@ -104,7 +114,10 @@ def tune(
     tags: dict[str, str] | None = None,
     progress: Progress = print,
 ) -> dict:
-    """Stage `tune`: tune one family on one dataset, track it in MLflow, write its artifacts."""
+    """Stage `tune`: tune one family on one dataset, track it in MLflow, write its artifacts.
+
+    Returns the metrics, plus the MLflow parent run's id (`run_id`) and its model's URI (`model_uri`).
+    """
     import torch
 
     from pipeline import train
@@ -145,12 +158,12 @@ def tune(
         tracker.log(parent_id, params=_run_params(result), metrics=metrics, tags=_equation_tags(model_dir))
         tracker.log_history(parent_id, result.history.train_loss, result.history.val_loss)
         tracker.log_artifacts(parent_id, files)
-        tracker.log_torch_model(parent_id, model, np.asarray(dataset.X_val[:5], dtype=np.float32))
+        model_uri = tracker.log_torch_model(parent_id, model, np.asarray(dataset.X_val[:5], dtype=np.float32))
         progress(
             f"[{name}] best trial {result.best_trial}: val_mse={metrics['val_mse']:.4g} "
             f"(family optimum {metrics['optimum_mse']:.4g}) in {result.seconds:.1f}s; MLflow run {parent_id}"
         )
-    return metrics
+    return metrics | {"run_id": parent_id, "model_uri": model_uri}
 
 
 def _trial_logger(tracker, parent_id, name, n_trials, dataset_name, digest, source, progress):
@@ -264,3 +277,23 @@ def compare(params: Params, metrics_dir: Path, models_dir: Path, out_dir: Path, 
     report.write_summary(out_dir / "summary.md", results, ["comparison.png"])
     progress(f"report written to {out_dir / 'summary.md'}")
     return results
+
+
+def promote(params: Params, tuned: dict[str, dict[str, dict]], progress: Progress = print) -> list:
+    """Register each dataset's best model; move its `champion` alias only if it is better.
+
+    `tuned[dataset][family]` is what `tune` returned (metrics and `run_id`).
+    """
+    from mlflow import MlflowClient
+
+    from pipeline import registry
+
+    client = MlflowClient(params.tracking.mlflow_tracking_uri())
+    decisions = []
+    for dataset, by_family in tuned.items():
+        family, best = min(by_family.items(), key=lambda item: item[1]["val_mse"])
+        name = f"{params.tracking.experiment}-{dataset}"
+        decision = registry.promote(client, name, best["run_id"], best["model_uri"], best["val_mse"])
+        progress(f"[{dataset}] {family} registered as version {decision.version}: {decision.reason}")
+        decisions.append(decision)
+    return decisions

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 BATCH = 1000  # MLflow's limit of metrics per log_batch call
@@ -36,8 +37,16 @@ class Tracker:
         self.tracking_uri = tracking_uri
         self.client = MlflowClient(tracking_uri)
         found = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
+        self.experiment_id = found.experiment_id if found else self._create(experiment)
         self.tags = dict(tags or {})
+
+    def _create(self, experiment: str) -> str:
+        # With a local SQLite store, keep artifacts beside the database, wherever the process runs
+        # (MLflow's default, ./mlruns, follows the working directory).
+        location = None
+        if self.tracking_uri.startswith("sqlite:///"):
+            location = (Path(self.tracking_uri.removeprefix("sqlite:///")).parent / "mlruns").resolve().as_uri()
+        return self.client.create_experiment(experiment, artifact_location=location)
 
     @contextmanager
     def run(
@@ -74,14 +83,22 @@ class Tracker:
     def log_dataset(self, run_id: str, name: str, digest: str, source: str) -> None:
         dataset = Dataset(name=name, digest=digest, source_type="dvc", source=source)
         context = InputTag(key="mlflow.data.context", value="training")
-        self.client.log_inputs(run_id, datasets=[DatasetInput(dataset=dataset, tags=[context])])
+        for attempt in range(3):
+            try:
+                self.client.log_inputs(run_id, datasets=[DatasetInput(dataset=dataset, tags=[context])])
+                return
+            except MlflowException as exc:
+                # MLflow's get-or-create of the dataset row races between concurrent writers (two
+                # tunings of one dataset); the loser finds the row on its next try.
+                if attempt == 2 or "unique constraint" not in str(exc).lower():
+                    raise
 
     def log_artifacts(self, run_id: str, paths: list[Path]) -> None:
         for path in paths:
             self.client.log_artifact(run_id, str(path))
 
-    def log_torch_model(self, run_id: str, model, X_example) -> None:
-        """The model as an MLflow PyTorch model with a signature (loadable by mlflow.pyfunc)."""
+    def log_torch_model(self, run_id: str, model, X_example) -> str:
+        """Log the model as an MLflow PyTorch model with a signature; return its models:/ URI."""
         import mlflow
         import torch
         from mlflow.models import infer_signature
@@ -90,7 +107,7 @@ class Tracker:
             y_example = model(torch.as_tensor(X_example)).numpy()
         mlflow.set_tracking_uri(self.tracking_uri)  # log_model only speaks through the fluent API
         with mlflow.start_run(run_id=run_id):
-            mlflow.pytorch.log_model(
+            info = mlflow.pytorch.log_model(
                 model,
                 name="model",
                 signature=infer_signature(X_example, y_example),
@@ -98,6 +115,8 @@ class Tracker:
                 # Stated rather than inferred: inference loads the model in a subprocess (seconds).
                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"],
             )
+
+        return info.model_uri
 
 
 def commit_tags(repo: Path | str = ".") -> dict[str, str]:

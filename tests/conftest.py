@@ -3,12 +3,48 @@
 from __future__ import annotations
 
 import copy
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def sh(root: Path, *args: str, timeout: int = 600, env: dict | None = None) -> str:
+    """Run a command in `root` with this venv first on PATH; fail the test with its output if it fails."""
+    env = (env or os.environ) | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    env = {k: v for k, v in env.items() if k not in ("MLFLOW_TRACKING_URI", "OPTUNA_STORAGE")}
+    result = subprocess.run(args, cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout + result.stderr
+
+
+def git_commit_all(root: Path, message: str) -> None:
+    sh(root, "git", "add", "-A")
+    sh(root, "git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-q", "--allow-empty", "-m", message)
+
+
+def make_repo(root: Path, params_raw: dict) -> Path:
+    """A git + DVC repo holding this project's code and dvc.yaml with the given params.
+
+    Its DVC remote is the project's default (a folder beside the repo), so each repo has its own.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    for package in ("pipeline", "flows"):
+        shutil.copytree(ROOT / package, root / package, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
+        shutil.copy(ROOT / name, root / name)
+    shutil.copytree(ROOT / ".dvc", root / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
+    (root / "params.yaml").write_text(yaml.safe_dump(params_raw, sort_keys=False))
+    sh(root, "git", "init", "-q")
+    git_commit_all(root, "pipeline")
+    return root
 
 
 @pytest.fixture(scope="session")

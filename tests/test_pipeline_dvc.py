@@ -7,48 +7,24 @@ two trials a tuning, a few epochs), so every stage and every tracking path runs 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import mlflow
 import pytest
 import torch
 import yaml
-from conftest import ROOT, shrink
+from conftest import git_commit_all, make_repo, sh, shrink
 from mlflow import MlflowClient
 
 from pipeline.models import ModelSpec, build_model
 
 pytestmark = pytest.mark.slow
-BIN = Path(sys.executable).parent
 FAMILIES = ("linear", "cross", "mlp")
-
-
-def sh(root: Path, *args: str, timeout: int = 600) -> str:
-    env = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    env.pop("OPTUNA_STORAGE", None)
-    result = subprocess.run(args, cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result.stdout + result.stderr
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory, default_params_raw):
-    root = tmp_path_factory.mktemp("repo")
-    shutil.copytree(ROOT / "pipeline", root / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", ".gitignore"):
-        shutil.copy(ROOT / name, root / name)
-    (root / "params.yaml").write_text(yaml.safe_dump(shrink(default_params_raw), sort_keys=False))
-    sh(root, "git", "init", "-q")
-    sh(root, "git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-q", "--allow-empty", "-m", "init")
-    sh(root, "dvc", "init", "-q")
-    sh(root, "dvc", "config", "core.analytics", "false")
-    sh(root, "git", "add", "-A")
-    sh(root, "git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-q", "-m", "pipeline")
+    root = make_repo(tmp_path_factory.mktemp("dvc") / "repo", shrink(default_params_raw))
     first = sh(root, "dvc", "repro")
     return root, first
 
@@ -170,8 +146,7 @@ def test_data_is_versioned_by_dvc_not_git(repo):
 
 def test_exp_run_on_a_tuning_key_reruns_only_its_stages(repo):
     root, _ = repo
-    sh(root, "git", "add", "-A")
-    sh(root, "git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-q", "-m", "results")
+    git_commit_all(root, "results")
     output = sh(root, "dvc", "exp", "run", "-S", "tuning.linear.sampler_seed=5")
     ran = sorted(line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage"))
     assert ran == ["compare", "tune@linear-linear", "tune@product-linear"]

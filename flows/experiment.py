@@ -1,0 +1,149 @@
+"""Prefect flows: the same stages as dvc.yaml, run as thin tasks, then versioned by DVC.
+
+One source of truth: every task calls the very function its DVC stage calls (pipeline.stages),
+with the paths dvc.yaml declares (`Layout`). After the stages, the flow drives DVC through its
+Python API: `commit` records every stage's hashes in dvc.lock exactly as `dvc repro` would (so
+`dvc status` is clean) and caches the outputs, and `push` sends them to the DVC remote. Tunings
+are independent and run concurrently in worker processes, up to `max_concurrency` at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.futures import wait
+from prefect.runtime import flow_run
+from prefect.task_runners import ProcessPoolTaskRunner
+
+from pipeline import stages
+from pipeline.config import FAMILIES, Params, load_params
+
+# Transient failures (a busy SQLite file, a tracking server restarting, a remote timing out).
+RETRIES = {"retries": 2, "retry_delay_seconds": 10}
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each stage writes, relative to the repo root: the paths of dvc.yaml, in one place."""
+
+    root: Path
+
+    def data(self, dataset: str) -> Path:
+        return self.root / "data" / f"{dataset}.npz"
+
+    def meta(self, dataset: str) -> Path:
+        return self.root / "data" / f"{dataset}.json"
+
+    def model_dir(self, dataset: str, family: str) -> Path:
+        return self.root / "models" / f"{dataset}-{family}"
+
+    def metrics(self, dataset: str, family: str) -> Path:
+        return self.root / "metrics" / f"{dataset}-{family}.json"
+
+    def loss_curve(self, dataset: str, family: str) -> Path:
+        return self.root / "plots" / "loss" / f"{dataset}-{family}.csv"
+
+
+def _log(message: str) -> None:
+    get_run_logger().info(message)
+
+
+@task(**RETRIES)
+def generate_task(params: Params, dataset: str, layout: Layout) -> str:
+    stages.generate(params, dataset, layout.data(dataset), layout.meta(dataset), progress=_log)
+    return dataset
+
+
+@task(**RETRIES)
+def tune_task(params: Params, dataset: str, family: str, layout: Layout, tags: dict[str, str]) -> dict:
+    return stages.tune(
+        params,
+        dataset,
+        family,
+        layout.data(dataset),
+        layout.model_dir(dataset, family),
+        layout.metrics(dataset, family),
+        layout.loss_curve(dataset, family),
+        tags=tags,
+        progress=_log,
+    )
+
+
+@task(**RETRIES)
+def compare_task(params: Params, layout: Layout) -> None:
+    stages.compare(params, layout.root / "metrics", layout.root / "models", layout.root / "reports", progress=_log)
+
+
+@task(**RETRIES)
+def version_task(root: Path, push: bool) -> None:
+    """Record the stages' hashes in dvc.lock and cache the outputs; push them to the remote."""
+    from dvc.repo import Repo
+
+    # DVC resolves stage paths against the working directory, so it must be the repo's root.
+    # Nothing else runs in this process meanwhile: the tunings have all finished.
+    with contextlib.chdir(root), Repo(str(root)) as repo:
+        repo.commit(force=True)
+        if push:
+            _log(f"dvc push: {repo.push()} files sent to the default remote")
+
+
+@task(**RETRIES)
+def promote_task(params: Params, tuned: dict[str, dict[str, dict]]) -> list[str]:
+    return [decision.reason for decision in stages.promote(params, tuned, progress=_log)]
+
+
+@flow(name="generate-datasets")
+def generate_datasets(repo: str = ".", params_file: str = "params.yaml") -> list[str]:
+    """Draw every dataset of params.yaml."""
+    root = Path(repo).resolve()
+    params = load_params(root / params_file)
+    futures = [generate_task.submit(params, name, Layout(root)) for name in params.datasets]
+    return [future.result() for future in futures]
+
+
+@flow(name="tune-models")
+def tune_models(repo: str = ".", params_file: str = "params.yaml", max_concurrency: int = 2) -> dict:
+    """Tune every (dataset, model) pair, up to `max_concurrency` at once."""
+    root = Path(repo).resolve()
+    params = load_params(root / params_file)
+    # The run that started it all (the `experiment` run when this is its subflow).
+    tags = {"prefect_flow_run_id": str(flow_run.root_flow_run_id or flow_run.id)}
+    stages.prepare_stores(params)  # create the stores' tables once, not in racing threads
+    # Processes, not threads: torch.export and matplotlib are not thread-safe, and the GIL would
+    # serialise these small-step training loops anyway.
+    with ProcessPoolTaskRunner(max_workers=max_concurrency) as runner:
+        futures = {
+            (dataset, family): runner.submit(
+                tune_task,
+                {"params": params, "dataset": dataset, "family": family, "layout": Layout(root), "tags": tags},
+            )
+            for dataset in params.datasets
+            for family in FAMILIES
+        }
+        wait(list(futures.values()))
+    tuned: dict[str, dict[str, dict]] = {}
+    for (dataset, family), future in futures.items():
+        tuned.setdefault(dataset, {})[family] = future.result()
+    return tuned
+
+
+@flow(name="experiment")
+def experiment(
+    repo: str = ".",
+    params_file: str = "params.yaml",
+    max_concurrency: int = 2,
+    push: bool = True,
+    promote: bool = True,
+) -> dict:
+    """The whole pipeline: datasets, tunings, report, DVC versioning, champion promotion."""
+    root = Path(repo).resolve()
+    params = load_params(root / params_file)  # a bad params.yaml fails the run here, before any work
+    generate_datasets(repo=str(root), params_file=params_file)
+    tuned = tune_models(repo=str(root), params_file=params_file, max_concurrency=max_concurrency)
+    compare_task(params, Layout(root))
+    version_task(root, push)
+    decisions = promote_task(params, tuned) if promote else []
+    return {"val_mse": {d: {f: r["val_mse"] for f, r in by.items()} for d, by in tuned.items()}, "promotion": decisions}

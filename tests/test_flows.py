@@ -1,0 +1,98 @@
+"""Prefect flows under prefect_test_harness: retries, and the whole experiment run twice."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from conftest import make_repo, sh, shrink
+from mlflow import MlflowClient
+from prefect import flow, task
+from prefect.testing.utilities import prefect_test_harness
+
+from flows.experiment import RETRIES, compare_task, experiment, generate_task, promote_task, tune_task, version_task
+
+
+@pytest.fixture(scope="module", autouse=True)
+def harness():
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def test_every_task_that_touches_storage_retries():
+    for each in (generate_task, tune_task, compare_task, version_task, promote_task):
+        assert each.retries == RETRIES["retries"] >= 2
+        assert each.retry_delay_seconds == RETRIES["retry_delay_seconds"]
+
+
+def test_task_failing_twice_then_succeeding_completes():
+    attempts = []
+
+    @task(**(RETRIES | {"retry_delay_seconds": 0}))
+    def flaky() -> int:
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise ConnectionError(f"transient failure {len(attempts)}")
+        return len(attempts)
+
+    @flow
+    def uses_flaky() -> int:
+        return flaky()
+
+    state = uses_flaky(return_state=True)
+    assert state.is_completed()
+    assert state.result() == 3 and len(attempts) == 3
+
+
+@pytest.fixture(scope="module")
+def twice(tmp_path_factory, default_params_raw):
+    """The experiment flow run twice on the same params in a fresh repo."""
+    root = make_repo(tmp_path_factory.mktemp("flow") / "repo", shrink(default_params_raw))
+    states = [experiment(repo=str(root), max_concurrency=2, return_state=True) for _ in range(2)]
+    return root, states
+
+
+@pytest.mark.slow
+def test_flow_runs_complete_and_tag_their_mlflow_runs(twice):
+    root, states = twice
+    assert all(state.is_completed() for state in states)
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    experiment_id = client.get_experiment_by_name("equations").experiment_id
+    for state in states:
+        flow_run_id = str(state.state_details.flow_run_id)
+        runs = client.search_runs([experiment_id], f"tags.prefect_flow_run_id = '{flow_run_id}'", max_results=1000)
+        parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+        assert len(parents) == 6 and len(runs) == 6 + 6 * 2
+
+
+@pytest.mark.slow
+def test_flow_leaves_dvc_clean_and_pushed(twice):
+    root, _ = twice
+    assert "up to date" in sh(root, "dvc", "status")
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    md5 = next(o["md5"] for o in lock["stages"]["generate@product"]["outs"] if o["path"] == "data/product.npz")
+    remote = root.parent / "equations-dvc-remote"
+    assert (remote / "files" / "md5" / md5[:2] / md5[2:]).exists()
+    assert "Running stage" not in sh(root, "dvc", "repro")
+
+
+@pytest.mark.slow
+def test_same_params_twice_keeps_the_first_champion(twice):
+    root, states = twice
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    for dataset in ("linear", "product"):
+        name = f"equations-{dataset}"
+        assert int(client.get_model_version_by_alias(name, "champion").version) == 1
+        second = client.get_model_version(name, "2")
+        assert second.tags["promotion"] == "kept"
+        assert "does not beat champion version 1" in second.tags["promotion_reason"]
+        first = client.get_model_version(name, "1")
+        assert first.tags["promotion"] == "promoted"
+        run = client.get_run(second.run_id)
+        assert run.data.tags["promotion_reason"] == second.tags["promotion_reason"]
+    result = states[1].result()
+    assert any("does not beat" in reason for reason in result["promotion"])
+    assert json.loads((root / "metrics" / "product-cross.json").read_text())["val_mse"] == pytest.approx(
+        result["val_mse"]["product"]["cross"], rel=1e-12
+    )
