@@ -23,7 +23,9 @@ def test_default_params_hold_the_three_problems():
         "square": ("x0**2", 1),
     }
     assert all(d.n_samples == 1000 and d.val_fraction == 0.2 and d.noise == 0 for d in params.datasets.values())
-    assert params.tracking.mlflow_uri == "sqlite:///mlflow.db"
+    # Relative SQLite paths are anchored at the params file's folder, whatever the working directory.
+    assert params.tracking.mlflow_uri == f"sqlite:///{ROOT / 'mlflow.db'}"
+    assert params.tracking.optuna_storage == f"sqlite:///{ROOT / 'optuna.db'}"
 
 
 def _with(raw: dict, dotted: str, value) -> dict:
@@ -80,6 +82,14 @@ def test_unreadable_files_are_reported(tmp_path):
     broken.write_text("datasets: [unclosed")
     with pytest.raises(ConfigError, match="cannot read YAML"):
         load_params(broken)
+
+
+def test_absolute_and_server_urls_are_kept(default_params_raw, tmp_path):
+    raw = copy.deepcopy(default_params_raw)
+    raw["tracking"] |= {"mlflow_uri": "http://127.0.0.1:5000", "optuna_storage": "sqlite:////srv/optuna.db"}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    tracking = load_params(tmp_path / "params.yaml").tracking
+    assert (tracking.mlflow_uri, tracking.optuna_storage) == ("http://127.0.0.1:5000", "sqlite:////srv/optuna.db")
 
 
 def test_environment_overrides_storage_urls(monkeypatch):
