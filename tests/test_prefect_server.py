@@ -1,0 +1,156 @@
+"""End to end with a real Prefect server on loopback: serve the deployments, check the nightly
+schedule, trigger the experiment with shrunk params, wait for Completed, check every output.
+
+Everything started here (server, serving process) runs in its own process group and is stopped
+at the end, whatever happens.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+import yaml
+from conftest import BIN, make_repo, sh, shrink
+from mlflow import MlflowClient
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(args: list[str], cwd, env: dict, log) -> subprocess.Popen:
+    return subprocess.Popen(args, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+
+def wait_for(check, timeout: float, what: str, interval: float = 1.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(interval)
+    raise TimeoutError(f"gave up after {timeout:.0f}s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, default_params_raw):
+    """A Prefect server on a free loopback port and `python -m flows.serve` serving a shrunk repo."""
+    base = tmp_path_factory.mktemp("served")
+    api = f"http://127.0.0.1:{free_port()}/api"
+    env = os.environ | {
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "PREFECT_HOME": str(base / "prefect-home"),
+        "PREFECT_API_URL": api,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_UI_ENABLED": "false",
+        "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",
+        "PREFECT_RUNNER_POLL_FREQUENCY": "2",
+    }
+    env = {k: v for k, v in env.items() if k not in ("MLFLOW_TRACKING_URI", "OPTUNA_STORAGE")}
+    repo = make_repo(base / "repo", shrink(default_params_raw))
+    processes = []
+    with open(base / "server.log", "w") as server_log, open(base / "serve.log", "w") as serve_log:
+        try:
+            port = api.rsplit(":", 1)[1].split("/")[0]
+            processes.append(
+                start(["prefect", "server", "start", "--host", "127.0.0.1", "--port", port], base, env, server_log)
+            )
+            wait_for(lambda: _healthy(api), 180, "the Prefect server")
+            processes.append(start(["python", "-m", "flows.serve"], repo, env, serve_log))
+            yield api, repo, env, processes[-1]
+        finally:
+            for process in reversed(processes):
+                stop(process)
+
+
+def _healthy(api: str) -> bool:
+    try:
+        return httpx.get(f"{api}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _post(api: str, path: str, body: dict | None = None):
+    response = httpx.post(f"{api}{path}", json=body or {}, timeout=10)
+    response.raise_for_status()
+    return response.json()
+
+
+def _deployment(api: str, flow: str, name: str) -> dict | None:
+    response = httpx.get(f"{api}/deployments/name/{flow}/{name}", timeout=10)
+    return response.json() if response.status_code == 200 else None
+
+
+def test_nightly_schedule_is_registered_and_follows_the_cron(served):
+    api, *_ = served
+    nightly = wait_for(lambda: _deployment(api, "experiment", "nightly"), 120, "the nightly deployment")
+    assert [s["schedule"]["cron"] for s in nightly["schedules"]] == ["0 2 * * *"]
+    assert nightly["global_concurrency_limit"]["limit"] == 1 and not nightly["paused"]
+    filters = {
+        "deployments": {"id": {"any_": [nightly["id"]]}},
+        "flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}},
+        "sort": "EXPECTED_START_TIME_ASC",
+    }
+    scheduled = wait_for(lambda: _post(api, "/flow_runs/filter", filters), 60, "scheduled runs")
+    first = datetime.fromisoformat(scheduled[0]["expected_start_time"]).astimezone(UTC)
+    now = datetime.now(UTC)
+    assert (first.hour, first.minute, first.second) == (2, 0, 0)
+    assert now < first <= now + timedelta(days=1)
+
+
+def test_triggered_experiment_completes_with_every_output(served):
+    api, repo, env, _ = served
+    on_demand = wait_for(lambda: _deployment(api, "experiment", "on-demand"), 120, "the on-demand deployment")
+    run = _post(api, f"/deployments/{on_demand['id']}/create_flow_run", {"parameters": {"max_concurrency": 2}})
+
+    def finished():
+        state = httpx.get(f"{api}/flow_runs/{run['id']}", timeout=10).json()["state"]
+        return state if state["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
+
+    state = wait_for(finished, 420, "the triggered run to finish", interval=2)
+    assert state["type"] == "COMPLETED", state
+
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    experiment_id = client.get_experiment_by_name("equations").experiment_id
+    tagged = client.search_runs([experiment_id], f"tags.prefect_flow_run_id = '{run['id']}'", max_results=1000)
+    assert len(tagged) == 6 + 6 * 2  # 2 datasets x 3 models, each with 2 trials
+    assert all(r.info.status in ("FINISHED", "FAILED") for r in tagged)
+
+    assert "up to date" in sh(repo, "dvc", "status", env=env)
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    for dataset in ("linear", "product"):
+        md5 = next(
+            o["md5"] for o in lock["stages"][f"generate@{dataset}"]["outs"] if o["path"] == f"data/{dataset}.npz"
+        )
+        assert (repo.parent / "equations-dvc-remote" / "files" / "md5" / md5[:2] / md5[2:]).exists()
+        champion = client.get_model_version_by_alias(f"equations-{dataset}", "champion")
+        assert champion.tags["promotion"] == "promoted"
+
+
+def test_schedule_stays_active_after_the_serving_process_stops(served):
+    api, _, _, serving = served
+    stop(serving)
+    assert serving.returncode is not None
+    nightly = _deployment(api, "experiment", "nightly")
+    assert not nightly["paused"] and all(s["active"] for s in nightly["schedules"])
