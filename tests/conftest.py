@@ -69,3 +69,18 @@ def shrink(raw: dict, datasets: tuple[str, ...] = ("linear", "product"), n_sampl
 @pytest.fixture
 def shrunk_params_raw(default_params_raw) -> dict:
     return shrink(default_params_raw)
+
+
+def lock_md5(root: Path, path: str) -> str:
+    """The md5 that dvc.lock records for the output `path`."""
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    for stage in lock["stages"].values():
+        for out in stage.get("outs", []):
+            if out["path"] == path:
+                return out["md5"]
+    raise KeyError(path)
+
+
+def stored(cache_or_remote: Path, md5: str) -> bool:
+    """Whether a DVC cache or local remote holds the object with this md5."""
+    return (cache_or_remote / "files" / "md5" / md5[:2] / md5[2:]).is_file()

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-import yaml
-from conftest import make_repo, sh, shrink
+from conftest import lock_md5, make_repo, sh, shrink, stored
 from mlflow import MlflowClient
 from prefect import flow, task
 from prefect.testing.utilities import prefect_test_harness
@@ -70,10 +69,7 @@ def test_flow_runs_complete_and_tag_their_mlflow_runs(twice):
 def test_flow_leaves_dvc_clean_and_pushed(twice):
     root, _ = twice
     assert "up to date" in sh(root, "dvc", "status")
-    lock = yaml.safe_load((root / "dvc.lock").read_text())
-    md5 = next(o["md5"] for o in lock["stages"]["generate@product"]["outs"] if o["path"] == "data/product.npz")
-    remote = root.parent / "equations-dvc-remote"
-    assert (remote / "files" / "md5" / md5[:2] / md5[2:]).exists()
+    assert stored(root.parent / "equations-dvc-remote", lock_md5(root, "data/product.npz"))
     assert "Running stage" not in sh(root, "dvc", "repro")
 
 

@@ -12,8 +12,7 @@ from pathlib import Path
 import mlflow
 import pytest
 import torch
-import yaml
-from conftest import git_commit_all, make_repo, sh, shrink
+from conftest import git_commit_all, lock_md5, make_repo, sh, shrink, stored
 from mlflow import MlflowClient
 
 from pipeline.models import ModelSpec, build_model
@@ -40,15 +39,6 @@ def runs(repo):
     }
     children = [r for r in every if "mlflow.parentRunId" in r.data.tags]
     return client, parents, children
-
-
-def lock_md5(root: Path, path: str) -> str:
-    lock = yaml.safe_load((root / "dvc.lock").read_text())
-    for stage in lock["stages"].values():
-        for out in stage.get("outs", []):
-            if out["path"] == path:
-                return out["md5"]
-    raise KeyError(path)
 
 
 def test_repro_runs_every_stage(repo):
@@ -140,8 +130,7 @@ def test_data_is_versioned_by_dvc_not_git(repo):
     root, _ = repo
     sh(root, "git", "check-ignore", "data/product.npz")
     sh(root, "git", "check-ignore", "models/product-mlp")
-    md5 = lock_md5(root, "data/product.npz")
-    assert (root / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]).exists()
+    assert stored(root / ".dvc" / "cache", lock_md5(root, "data/product.npz"))
 
 
 def test_exp_run_on_a_tuning_key_reruns_only_its_stages(repo):

@@ -16,8 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-import yaml
-from conftest import BIN, make_repo, sh, shrink
+from conftest import BIN, lock_md5, make_repo, sh, shrink, stored
 from mlflow import MlflowClient
 
 pytestmark = pytest.mark.slow
@@ -138,12 +137,8 @@ def test_triggered_experiment_completes_with_every_output(served):
     assert all(r.info.status in ("FINISHED", "FAILED") for r in tagged)
 
     assert "up to date" in sh(repo, "dvc", "status", env=env)
-    lock = yaml.safe_load((repo / "dvc.lock").read_text())
     for dataset in ("linear", "product"):
-        md5 = next(
-            o["md5"] for o in lock["stages"][f"generate@{dataset}"]["outs"] if o["path"] == f"data/{dataset}.npz"
-        )
-        assert (repo.parent / "equations-dvc-remote" / "files" / "md5" / md5[:2] / md5[2:]).exists()
+        assert stored(repo.parent / "equations-dvc-remote", lock_md5(repo, f"data/{dataset}.npz"))
         champion = client.get_model_version_by_alias(f"equations-{dataset}", "champion")
         assert champion.tags["promotion"] == "promoted"
 
