@@ -66,7 +66,9 @@ def fresh_repo(base: Path, n_trials: int, epochs: int) -> Path:
 
 def timed(code: str, repo: Path) -> float:
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", code], cwd=repo, check=True, capture_output=True)
+    done = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"benchmark run failed in {repo}:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
     return time.perf_counter() - start
 
 

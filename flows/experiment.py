@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
+from prefect.exceptions import MissingContextError
 from prefect.futures import wait
 from prefect.runtime import flow_run
 from prefect.task_runners import ProcessPoolTaskRunner
@@ -37,18 +38,22 @@ class Layout:
     def meta(self, dataset: str) -> Path:
         return self.root / "data" / f"{dataset}.json"
 
-    def model_dir(self, dataset: str, family: str) -> Path:
-        return self.root / "models" / f"{dataset}-{family}"
-
-    def metrics(self, dataset: str, family: str) -> Path:
-        return self.root / "metrics" / f"{dataset}-{family}.json"
-
-    def loss_curve(self, dataset: str, family: str) -> Path:
-        return self.root / "plots" / "loss" / f"{dataset}-{family}.csv"
+    def tune_outputs(self, dataset: str, family: str) -> stages.TuneOutputs:
+        key = f"{dataset}-{family}"
+        return stages.TuneOutputs(
+            model_dir=self.root / "models" / key,
+            metrics=self.root / "metrics" / f"{key}.json",
+            loss_curve=self.root / "plots" / "loss" / f"{key}.csv",
+            predictions=self.root / "plots" / "predictions" / f"{key}.csv",
+            slice=self.root / "plots" / "slice" / f"{key}.csv",
+        )
 
 
 def _log(message: str) -> None:
-    get_run_logger().info(message)
+    try:
+        get_run_logger().info(message)
+    except MissingContextError:  # a task's function called directly (`task.fn`), outside any run
+        print(message)
 
 
 @task(**RETRIES)
@@ -59,22 +64,14 @@ def generate_task(params: Params, dataset: str, layout: Layout) -> str:
 
 @task(**RETRIES)
 def tune_task(params: Params, dataset: str, family: str, layout: Layout, tags: dict[str, str]) -> dict:
-    return stages.tune(
-        params,
-        dataset,
-        family,
-        layout.data(dataset),
-        layout.model_dir(dataset, family),
-        layout.metrics(dataset, family),
-        layout.loss_curve(dataset, family),
-        tags=tags,
-        progress=_log,
-    )
+    outputs = layout.tune_outputs(dataset, family)
+    return stages.tune(params, dataset, family, layout.data(dataset), outputs, tags=tags, progress=_log)
 
 
 @task(**RETRIES)
 def compare_task(params: Params, layout: Layout) -> None:
-    stages.compare(params, layout.root / "metrics", layout.root / "models", layout.root / "reports", progress=_log)
+    root = layout.root
+    stages.compare(params, root / "metrics", root / "models", root / "plots", root / "reports", progress=_log)
 
 
 @task(**RETRIES)

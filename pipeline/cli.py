@@ -33,10 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--model-dir", type=Path, required=True, help="directory for weights and readable artifacts")
     tune.add_argument("--metrics", type=Path, required=True, help="metrics file to write (.json)")
     tune.add_argument("--loss-curve", type=Path, required=True, help="loss-curve table to write (.csv)")
+    tune.add_argument("--predictions", type=Path, required=True, help="validation predictions to write (.csv)")
+    tune.add_argument("--slice", type=Path, required=True, help="fit along x_i = t, beyond training (.csv)")
 
     compare = commands.add_parser("compare", help="compare every (dataset, model) and write the report")
     compare.add_argument("--metrics-dir", type=Path, required=True, help="directory of the tune stages' metrics")
     compare.add_argument("--models-dir", type=Path, required=True, help="directory of the tune stages' model dirs")
+    compare.add_argument("--plots-dir", type=Path, required=True, help="directory of the tune stages' plot tables")
     compare.add_argument("--out", type=Path, required=True, help="report directory to write")
     return parser
 
@@ -73,14 +76,15 @@ def _generate(params: Params, args) -> int:
 def _tune(params: Params, args) -> int:
     from pipeline import stages
 
-    stages.tune(params, args.dataset, args.model, args.data, args.model_dir, args.metrics, args.loss_curve)
+    outputs = stages.TuneOutputs(args.model_dir, args.metrics, args.loss_curve, args.predictions, args.slice)
+    stages.tune(params, args.dataset, args.model, args.data, outputs)
     return 0
 
 
 def _compare(params: Params, args) -> int:
     from pipeline import stages
 
-    stages.compare(params, args.metrics_dir, args.models_dir, args.out)
+    stages.compare(params, args.metrics_dir, args.models_dir, args.plots_dir, args.out)
     return 0
 
 

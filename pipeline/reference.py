@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from pipeline.equations import Equation
@@ -68,9 +70,16 @@ def coefficient_error(learned: dict[str, float], truth: dict[str, float] | None)
     return max(abs(value - truth.get(name, 0.0)) for name, value in learned.items())
 
 
+def _term_order(name: str) -> tuple:
+    # x0, x1, ... then x0**2, x0*x1, ...: by degree, then by the variables' indices.
+    indices = [int(part) for part in re.findall(r"x(\d+)", name)]
+    return (2 if "**2" in name else len(indices), indices)
+
+
 def format_equation(coefficients: dict[str, float], threshold: float = 1e-3, digits: int = 3) -> str:
-    """Weights as an equation, constant last; terms with |w| < threshold are dropped."""
-    terms = [(name, w) for name, w in coefficients.items() if name != CONSTANT and abs(w) >= threshold]
+    """Weights as an equation: linear terms, then crosses, constant last; |w| < threshold dropped."""
+    kept = [(name, w) for name, w in coefficients.items() if name != CONSTANT and abs(w) >= threshold]
+    terms = sorted(kept, key=lambda term: _term_order(term[0]))
     constant = coefficients.get(CONSTANT, 0.0)
     if abs(constant) >= threshold:
         terms.append((CONSTANT, constant))

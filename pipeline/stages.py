@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -103,14 +103,26 @@ def prepare_stores(params: Params) -> None:
     optuna.storages.get_storage(params.tracking.optuna_storage_url())
 
 
+@dataclass(frozen=True)
+class TuneOutputs:
+    """Where stage `tune` writes: dvc.yaml's outs for one (dataset, model)."""
+
+    model_dir: Path  # weights, spec, readable artifacts (a DVC-cached directory)
+    metrics: Path  # JSON scores (a DVC metrics file)
+    loss_curve: Path  # CSV epoch, train_loss, val_loss (a DVC plot)
+    predictions: Path  # CSV y_true, y_pred on validation (a DVC plot)
+    slice: Path  # CSV t, y_true, y_pred along the diagonal x_i = t, far beyond training (a DVC plot)
+
+
+SLICE = np.linspace(-6.0, 6.0, 241)  # training inputs are N(0, 1): |t| > 3 is unseen territory
+
+
 def tune(
     params: Params,
     dataset_name: str,
     family: str,
     data_path: Path,
-    model_dir: Path,
-    metrics_path: Path,
-    loss_path: Path,
+    outputs: TuneOutputs,
     tags: dict[str, str] | None = None,
     progress: Progress = print,
 ) -> dict:
@@ -148,14 +160,15 @@ def tune(
         on_trial = _trial_logger(tracker, parent_id, name, tuning.n_trials, dataset_name, digest, source, progress)
         result = run_study(study, spec, tensors, search_space(tuning), tuning.n_trials, tuning.sampler_seed, on_trial)
         model = result.model.cpu().eval()
-        metrics = evaluate(params, dataset_name, dataset, model, result.spec) | {
+        spec_of_data = dataset_spec(params, dataset_name)
+        metrics = evaluate(dataset, spec_of_data.equation, model, result.spec) | {
             "n_trials_complete": result.n_complete,
             "n_trials_pruned": result.n_pruned,
             "tune_seconds": round(result.seconds, 3),
             "train_seconds": round(result.history.seconds, 3),
         }
-        files = write_artifacts(model, result, metrics, name, Path(model_dir), Path(metrics_path), Path(loss_path))
-        tracker.log(parent_id, params=_run_params(result), metrics=metrics, tags=_equation_tags(model_dir))
+        files = write_artifacts(model, result, metrics, dataset, spec_of_data, name, outputs)
+        tracker.log(parent_id, params=_run_params(result), metrics=metrics, tags=_equation_tags(outputs.model_dir))
         tracker.log_history(parent_id, result.history.train_loss, result.history.val_loss)
         tracker.log_artifacts(parent_id, files)
         model_uri = tracker.log_torch_model(parent_id, model, np.asarray(dataset.X_val[:5], dtype=np.float32))
@@ -189,25 +202,22 @@ def _trial_logger(tracker, parent_id, name, n_trials, dataset_name, digest, sour
     return on_trial
 
 
-def evaluate(params: Params, dataset_name: str, dataset: datasets.Dataset, model, spec) -> dict:
+def evaluate(dataset: datasets.Dataset, equation, model, spec) -> dict:
     """Scores of the trained model next to the best its family can reach."""
-    import torch
-
     from pipeline import reference
-    from pipeline.train import mse
+    from pipeline.models import all_crosses
 
-    def score(X, y) -> float:
-        return mse(model, torch.as_tensor(X, dtype=torch.float32), torch.as_tensor(y, dtype=torch.float32))
+    def mse(X, y) -> float:
+        return float(np.mean((predict(model, X) - y) ** 2))
 
-    crosses = spec.crosses if spec.family == "cross" else ()
-    if spec.family == "mlp":  # no closed form: measure it against the cross family's optimum
-        crosses = crosses_for(params, dataset.n_features)
+    # The MLP has no closed form: measure it against the richest cross family (every pair and square).
+    crosses = all_crosses(dataset.n_features) if spec.family == "mlp" else spec.crosses
     optimum = reference.optimum_mse(dataset.X_train, dataset.y_train, dataset.X_val, dataset.y_val, crosses)
-    val_mse = score(dataset.X_val, dataset.y_val)
+    val_mse = mse(dataset.X_val, dataset.y_val)
     metrics = {
         "val_mse": val_mse,
-        "train_mse": score(dataset.X_train, dataset.y_train),
-        "ood_mse": score(dataset.X_ood, dataset.y_ood),
+        "train_mse": mse(dataset.X_train, dataset.y_train),
+        "ood_mse": mse(dataset.X_ood, dataset.y_ood),
         "optimum_mse": optimum,
         "gap": val_mse - optimum,
         # A ratio only means something against a non-zero optimum (not an exact-fit problem).
@@ -215,17 +225,28 @@ def evaluate(params: Params, dataset_name: str, dataset: datasets.Dataset, model
         "coef_error": None,
     }
     if hasattr(model, "coefficients"):
-        truth = reference.true_coefficients(dataset_spec(params, dataset_name).equation)
-        metrics["coef_error"] = reference.coefficient_error(model.coefficients(), truth)
+        metrics["coef_error"] = reference.coefficient_error(model.coefficients(), reference.true_coefficients(equation))
     return metrics
 
 
-def write_artifacts(model, result, metrics, title, model_dir: Path, metrics_path: Path, loss_path: Path) -> list[Path]:
+def predict(model, X: np.ndarray) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        return model(torch.as_tensor(np.asarray(X, dtype=np.float32))).double().numpy()
+
+
+def write_artifacts(model, result, metrics, dataset, data_spec, title, outputs: TuneOutputs) -> list[Path]:
     """Write the stage outputs; the model directory appears whole or not at all."""
     import torch
 
     from pipeline import reference, report
 
+    y_val_pred = predict(model, dataset.X_val)
+    X_slice = np.repeat(SLICE[:, None], dataset.n_features, axis=1)
+    slice_columns = {"t": SLICE, "y_true": data_spec.equation(X_slice), "y_pred": predict(model, X_slice)}
+
+    model_dir = Path(outputs.model_dir)
     staging = model_dir.with_name(f".{model_dir.name}.tmp")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -234,15 +255,26 @@ def write_artifacts(model, result, metrics, title, model_dir: Path, metrics_path
         json.dumps(asdict(result.spec) | {"settings": asdict(result.settings)}, indent=2)
     )
     report.plot_loss_curve(staging / "loss_curve.png", result.history.train_loss, result.history.val_loss, title)
+    report.plot_predictions(staging / "predictions.png", {title: (dataset.y_val, y_val_pred)}, title)
+    report.plot_slice(staging / "slice.png", {title: slice_columns}, title, (data_spec.ood_low, data_spec.ood_high))
     if hasattr(model, "coefficients"):
         coefficients = model.coefficients()
         (staging / "coefficients.json").write_text(json.dumps(coefficients, indent=2) + "\n")
         (staging / "equation.txt").write_text(reference.format_equation(coefficients) + "\n")
     shutil.rmtree(model_dir, ignore_errors=True)
     os.replace(staging, model_dir)
-    report.write_loss_csv(loss_path, result.history.train_loss, result.history.val_loss)
-    metrics_path.parent.mkdir(parents=True, exist_ok=True)
-    metrics_path.write_text(json.dumps({k: v for k, v in metrics.items() if v is not None}, indent=2) + "\n")
+    report.write_table(
+        outputs.loss_curve,
+        {
+            "epoch": range(len(result.history.val_loss)),
+            "train_loss": result.history.train_loss,
+            "val_loss": result.history.val_loss,
+        },
+    )
+    report.write_table(outputs.predictions, {"y_true": dataset.y_val, "y_pred": y_val_pred})
+    report.write_table(outputs.slice, slice_columns)
+    Path(outputs.metrics).parent.mkdir(parents=True, exist_ok=True)
+    Path(outputs.metrics).write_text(json.dumps({k: v for k, v in metrics.items() if v is not None}, indent=2) + "\n")
     return sorted(model_dir.iterdir())
 
 
@@ -255,26 +287,39 @@ def _equation_tags(model_dir: Path) -> dict:
     return {"recovered_equation": equation.read_text().strip()} if equation.exists() else {}
 
 
-def compare(params: Params, metrics_dir: Path, models_dir: Path, out_dir: Path, progress: Progress = print) -> dict:
-    """Stage `compare`: collect every (dataset, model) result and write the report."""
-    from pipeline import report
+def compare(
+    params: Params, metrics_dir: Path, models_dir: Path, plots_dir: Path, out_dir: Path, progress: Progress = print
+) -> dict:
+    """Stage `compare`: collect every (dataset, model) result and write the report to `out_dir`."""
+    from pipeline import reference, report
     from pipeline.config import FAMILIES
 
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict[str, dict]] = {}
+    images = ["comparison.png"]
     for dataset in params.datasets:
+        spec = dataset_spec(params, dataset)
+        truth = reference.true_coefficients(spec.equation)
+        predictions, slices = {}, {}
         for family in FAMILIES:
-            metrics_path = Path(metrics_dir) / f"{dataset}-{family}.json"
+            key = f"{dataset}-{family}"
+            metrics_path = Path(metrics_dir) / f"{key}.json"
             if not metrics_path.exists():
                 raise FileNotFoundError(f"{metrics_path}: missing; run the tune stage for {dataset}/{family} first")
             entry = json.loads(metrics_path.read_text())
-            equation = Path(models_dir) / f"{dataset}-{family}" / "equation.txt"
+            equation = Path(models_dir) / key / "equation.txt"
             entry["equation"] = equation.read_text().strip() if equation.exists() else None
+            entry["true_equation"] = reference.format_equation(truth) if truth else spec.equation.text
             results.setdefault(dataset, {})[family] = entry
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+            table = report.read_table(Path(plots_dir) / "predictions" / f"{key}.csv")
+            predictions[family] = (table["y_true"], table["y_pred"])
+            slices[family] = report.read_table(Path(plots_dir) / "slice" / f"{key}.csv")
+        report.plot_dataset(out_dir / f"{dataset}.png", dataset, predictions, slices, (spec.ood_low, spec.ood_high))
+        images.append(f"{dataset}.png")
     report.plot_comparison(out_dir / "comparison.png", results)
     (out_dir / "comparison.json").write_text(json.dumps(results, indent=2) + "\n")
-    report.write_summary(out_dir / "summary.md", results, ["comparison.png"])
+    report.write_summary(out_dir / "summary.md", results, images)
     progress(f"report written to {out_dir / 'summary.md'}")
     return results
 

@@ -89,7 +89,7 @@ def test_parent_artifacts_load_back(runs, tmp_path):
     for (_, family), run in parents.items():
         run_id = run.info.run_id
         names = {a.path for a in client.list_artifacts(run_id)}
-        assert {"loss_curve.png", "model.pt", "spec.json"} <= names
+        assert {"loss_curve.png", "predictions.png", "slice.png", "model.pt", "spec.json"} <= names
         if family != "mlp":
             assert {"coefficients.json", "equation.txt"} <= names
             equation = Path(client.download_artifacts(run_id, "equation.txt", str(tmp_path))).read_text()
@@ -123,7 +123,11 @@ def test_metrics_and_plots_render(repo, tmp_path):
     sh(root, "dvc", "plots", "show", "-o", str(tmp_path / "plots"))
     html = (tmp_path / "plots" / "index.html").read_text()
     assert "train_loss" in html and "val_loss" in html
-    assert (root / "reports" / "summary.md").read_text().count("| product |") == 3
+    summary = (root / "reports" / "summary.md").read_text()
+    assert summary.count("| product |") == 3
+    assert "| y = 2.000*x0 - 3.000*x1 + 2.000*x0*x1 - 3.000 |" in summary  # the true equation, expanded
+    for image in ("comparison.png", "linear.png", "product.png"):
+        assert (root / "reports" / image).stat().st_size > 10_000 and f"]({image})" in summary
 
 
 def test_data_is_versioned_by_dvc_not_git(repo):

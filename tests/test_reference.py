@@ -66,3 +66,6 @@ def test_recovered_equation_formatting():
     assert format_equation({"x0": -0.5, "1": 0.0}) == "y = -0.500*x0"
     assert format_equation({"x0": 0.0001, "1": 0.0}) == "y = 0"
     assert format_equation({"x0**2": 1.0, "1": 0.00049}, threshold=1e-3) == "y = 1.000*x0**2"
+    # Canonical order whatever the input order: linear terms, then crosses by index, constant last.
+    shuffled = {"1": -3.0, "x0*x1": 2.0, "x1": -3.0, "x0**2": 0.5, "x0": 2.0}
+    assert format_equation(shuffled) == "y = 2.000*x0 - 3.000*x1 + 0.500*x0**2 + 2.000*x0*x1 - 3.000"

@@ -10,6 +10,7 @@ import torch
 from pipeline.data import DatasetSpec, generate
 from pipeline.equations import parse
 from pipeline.models import LinearModel, ModelSpec, all_crosses, build_model
+from pipeline.reference import format_equation
 from pipeline.train import Diverged, Tensors, TrainSettings, fit, init_seed
 
 
@@ -61,6 +62,16 @@ def test_cross_model_recovers_the_product_equation():
     for name, value in expected.items():
         assert c[name] == pytest.approx(value, abs=0.01)
     assert all(abs(c[f"x{i}"]) < 0.01 for i in range(2, 10))
+
+
+def test_auto_crosses_name_exactly_the_true_terms_of_product():
+    # 55 candidate crosses (every pair and square of 10 inputs): the fit leaves only the true ones
+    # above the recovered-equation threshold (1e-3).
+    init_seed(0)
+    model = build_model(ModelSpec("cross", crosses=all_crosses(10)), 10)
+    fit(model, tensors("(2*x0 - 3)*(x1 + 1)", 10), TrainSettings(lr=0.05, epochs=50, batch_size=32))
+    assert format_equation(model.coefficients()) == "y = 2.000*x0 - 3.000*x1 + 2.000*x0*x1 - 3.000"
+    assert format_equation(model.coefficients(), digits=1) == "y = 2.0*x0 - 3.0*x1 + 2.0*x0*x1 - 3.0"
 
 
 def test_training_is_reproducible_from_its_seed():
