@@ -12,12 +12,14 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 from prefect import flow, get_run_logger, task
 from prefect.exceptions import MissingContextError
 from prefect.futures import wait
 from prefect.runtime import flow_run
-from prefect.task_runners import ProcessPoolTaskRunner
+from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
+from pydantic import Field
 
 from pipeline import stages
 from pipeline.config import FAMILIES, Params, load_params
@@ -56,6 +58,11 @@ def _log(message: str) -> None:
         print(message)
 
 
+def _flow_run_tags() -> dict[str, str]:
+    # The run that started it all: the `experiment` run when this is one of its subflows or tasks.
+    return {"prefect_flow_run_id": str(flow_run.root_flow_run_id or flow_run.id)}
+
+
 @task(**RETRIES)
 def generate_task(params: Params, dataset: str, layout: Layout) -> str:
     stages.generate(params, dataset, layout.data(dataset), layout.meta(dataset), progress=_log)
@@ -71,7 +78,8 @@ def tune_task(params: Params, dataset: str, family: str, layout: Layout, tags: d
 @task(**RETRIES)
 def compare_task(params: Params, layout: Layout) -> None:
     root = layout.root
-    stages.compare(params, root / "metrics", root / "models", root / "plots", root / "reports", progress=_log)
+    paths = (root / "metrics", root / "models", root / "plots", root / "reports")
+    stages.compare(params, *paths, tags=_flow_run_tags(), progress=_log)
 
 
 @task(**RETRIES)
@@ -102,16 +110,19 @@ def generate_datasets(repo: str = ".", params_file: str = "params.yaml") -> list
 
 
 @flow(name="tune-models")
-def tune_models(repo: str = ".", params_file: str = "params.yaml", max_concurrency: int = 2) -> dict:
+def tune_models(
+    repo: str = ".", params_file: str = "params.yaml", max_concurrency: Annotated[int, Field(ge=1, le=64)] = 2
+) -> dict:
     """Tune every (dataset, model) pair, up to `max_concurrency` at once."""
     root = Path(repo).resolve()
     params = load_params(root / params_file)
-    # The run that started it all (the `experiment` run when this is its subflow).
-    tags = {"prefect_flow_run_id": str(flow_run.root_flow_run_id or flow_run.id)}
+    tags = _flow_run_tags()
     stages.prepare_stores(params)  # create the stores' tables once, not in racing threads
     # Processes, not threads: torch.export and matplotlib are not thread-safe, and the GIL would
-    # serialise these small-step training loops anyway.
-    with ProcessPoolTaskRunner(max_workers=max_concurrency) as runner:
+    # serialise these small-step training loops anyway. One at a time needs no worker process
+    # (each costs seconds of imports), so it runs in a single thread of this one.
+    pool = ThreadPoolTaskRunner if max_concurrency == 1 else ProcessPoolTaskRunner
+    with pool(max_workers=max_concurrency) as runner:
         futures = {
             (dataset, family): runner.submit(
                 tune_task,
@@ -131,7 +142,7 @@ def tune_models(repo: str = ".", params_file: str = "params.yaml", max_concurren
 def experiment(
     repo: str = ".",
     params_file: str = "params.yaml",
-    max_concurrency: int = 2,
+    max_concurrency: Annotated[int, Field(ge=1, le=64)] = 2,
     push: bool = True,
     promote: bool = True,
 ) -> dict:

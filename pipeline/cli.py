@@ -7,6 +7,7 @@ first, so a bad value stops it with one clear message before any work or any wri
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -45,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # A stage killed with SIGTERM unwinds like Ctrl-C, so its MLflow runs end FAILED, not RUNNING.
+    signal.signal(signal.SIGTERM, _terminate)
     args = build_parser().parse_args(argv)
     try:
         params = load_params(args.params)
@@ -53,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return COMMANDS[args.command](params, args)
+
+
+def _terminate(signum, frame) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _check_names(params: Params, args: argparse.Namespace) -> None:

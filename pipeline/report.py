@@ -164,8 +164,9 @@ def verdict(dataset: str, by_model: dict[str, dict], rel_tol: float = 0.1) -> st
         ratio = mlp_ood / max(chosen["ood_mse"], 1e-12)
         if ratio > 10 and mlp_ood > 1e-2:  # only when the MLP is materially wrong out of range
             sentence += (
-                f", and out of the training range the ReLU MLP's error is {ratio:.3g} times larger: "
-                "it is piecewise linear and extrapolates with straight lines"
+                f", and out of the training range the ReLU MLP's error is {ratio:.3g} times larger "
+                f"(ood_mse {_num(mlp_ood)} against {_num(chosen['ood_mse'])}): it is piecewise linear "
+                "and extrapolates with straight lines"
             )
     elif right == "mlp":
         sentence += ": no linear family reaches it with the configured features"
@@ -177,10 +178,11 @@ def write_summary(path: Path, results: dict[str, dict[str, dict]], images: list[
     lines += [f"- {verdict(dataset, by_model)}" for dataset, by_model in results.items()]
     lines += ["", "## Every model against the best its family can reach", "", summary_table(results), ""]
     lines += [
-        "`optimum_mse`: least squares on the family's own features (for the MLP: on the raw features",
-        "plus all pairwise crosses). `gap` = val_mse - optimum_mse. `ood_mse`: inputs drawn outside the",
-        "training range. `coef_error`: largest |learned - true| coefficient, where the family can",
-        "represent the equation.",
+        "`optimum_mse`: least squares on the family's own features, fitted on the training split (for the",
+        "MLP: on the raw features plus every pairwise product and square). `gap` = val_mse - optimum_mse,",
+        "and as a percentage of a non-zero optimum. `ood_mse`: inputs drawn outside the training range.",
+        "`coef_error`: largest |learned - true| coefficient, where the family can represent the equation.",
+        "Equations drop terms whose weight is below 1e-3 in magnitude.",
         "",
     ]
     lines += [f"![{name}]({name})" for name in images]

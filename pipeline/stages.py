@@ -288,7 +288,13 @@ def _equation_tags(model_dir: Path) -> dict:
 
 
 def compare(
-    params: Params, metrics_dir: Path, models_dir: Path, plots_dir: Path, out_dir: Path, progress: Progress = print
+    params: Params,
+    metrics_dir: Path,
+    models_dir: Path,
+    plots_dir: Path,
+    out_dir: Path,
+    tags: dict[str, str] | None = None,
+    progress: Progress = print,
 ) -> dict:
     """Stage `compare`: collect every (dataset, model) result and write the report to `out_dir`."""
     from pipeline import reference, report
@@ -320,8 +326,18 @@ def compare(
     report.plot_comparison(out_dir / "comparison.png", results)
     (out_dir / "comparison.json").write_text(json.dumps(results, indent=2) + "\n")
     report.write_summary(out_dir / "summary.md", results, images)
+    _log_report(params, out_dir, tags or {})
     progress(f"report written to {out_dir / 'summary.md'}")
     return results
+
+
+def _log_report(params: Params, out_dir: Path, tags: dict[str, str]) -> None:
+    """The report as one MLflow run (tag role=report) beside the parent runs it summarises."""
+    from pipeline.tracking import Tracker, commit_tags
+
+    tracker = Tracker(params.tracking.mlflow_tracking_uri(), params.tracking.experiment, tags=commit_tags() | tags)
+    with tracker.run("report", {"role": "report"}) as run_id:
+        tracker.log_artifacts(run_id, sorted(out_dir.iterdir()))
 
 
 def promote(params: Params, tuned: dict[str, dict[str, dict]], progress: Progress = print) -> list:

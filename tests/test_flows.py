@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 from conftest import lock_md5, make_repo, sh, shrink, stored
 from mlflow import MlflowClient
 from prefect import flow, task
@@ -61,8 +62,8 @@ def test_flow_runs_complete_and_tag_their_mlflow_runs(twice):
     for state in states:
         flow_run_id = str(state.state_details.flow_run_id)
         runs = client.search_runs([experiment_id], f"tags.prefect_flow_run_id = '{flow_run_id}'", max_results=1000)
-        parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-        assert len(parents) == 6 and len(runs) == 6 + 6 * 2
+        roles = [r.data.tags.get("role") for r in runs]
+        assert roles.count("parent") == 6 and roles.count("report") == 1 and len(runs) == 6 + 6 * 2 + 1
 
 
 @pytest.mark.slow
@@ -92,3 +93,22 @@ def test_same_params_twice_keeps_the_first_champion(twice):
     assert json.loads((root / "metrics" / "product-cross.json").read_text())["val_mse"] == pytest.approx(
         result["val_mse"]["product"]["cross"], rel=1e-12
     )
+
+
+def test_bad_flow_parameters_are_refused_before_any_work(tmp_path):
+    from prefect.exceptions import ParameterTypeError
+
+    with pytest.raises(ParameterTypeError, match="max_concurrency"):
+        experiment(repo=str(tmp_path), max_concurrency=0)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_bad_params_file_fails_the_run_naming_the_key(tmp_path, default_params_raw):
+    from pipeline.config import ConfigError
+
+    broken = shrink(default_params_raw)
+    broken["datasets"]["linear"]["equation"] = "__import__('os')"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(broken))
+    with pytest.raises(ConfigError, match=r"datasets\.linear\.equation"):
+        experiment(repo=str(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]

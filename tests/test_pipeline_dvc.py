@@ -34,9 +34,7 @@ def runs(repo):
     client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("equations")
     every = client.search_runs([experiment.experiment_id], max_results=1000)
-    parents = {
-        (r.data.tags["dataset"], r.data.tags["model"]): r for r in every if "mlflow.parentRunId" not in r.data.tags
-    }
+    parents = {(r.data.tags["dataset"], r.data.tags["model"]): r for r in every if r.data.tags.get("role") == "parent"}
     children = [r for r in every if "mlflow.parentRunId" in r.data.tags]
     return client, parents, children
 
@@ -106,6 +104,15 @@ def test_parent_artifacts_load_back(runs, tmp_path):
             torch.testing.assert_close(logged(x), model(x))
         info = mlflow.models.get_model_info(f"runs:/{run_id}/model")
         assert info.signature is not None and info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, 10)
+
+
+def test_report_is_one_run_with_the_report_files(runs):
+    client, _, _ = runs
+    experiment_id = client.get_experiment_by_name("equations").experiment_id
+    (report,) = client.search_runs([experiment_id], "tags.role = 'report'")
+    assert report.info.status == "FINISHED" and "mlflow.parentRunId" not in report.data.tags
+    names = {a.path for a in client.list_artifacts(report.info.run_id)}
+    assert {"summary.md", "comparison.png", "comparison.json", "linear.png", "product.png"} <= names
 
 
 def test_second_repro_runs_nothing(repo):

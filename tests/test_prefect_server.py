@@ -133,7 +133,7 @@ def test_triggered_experiment_completes_with_every_output(served):
     client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
     experiment_id = client.get_experiment_by_name("equations").experiment_id
     tagged = client.search_runs([experiment_id], f"tags.prefect_flow_run_id = '{run['id']}'", max_results=1000)
-    assert len(tagged) == 6 + 6 * 2  # 2 datasets x 3 models, each with 2 trials
+    assert len(tagged) == 6 + 6 * 2 + 1  # 2 datasets x 3 models, each with 2 trials, and the report
     assert all(r.info.status in ("FINISHED", "FAILED") for r in tagged)
 
     assert "up to date" in sh(repo, "dvc", "status", env=env)
