@@ -3,7 +3,8 @@
     python benchmarks/prefect_overhead.py --repeats 3
 
 Each variant runs in a fresh process on a fresh clone of this repo (committed state), with the
-default params made lighter (fewer trials and epochs) so that the fixed costs stay visible:
+default params made lighter (fewer trials and epochs) so that the fixed costs stay visible, or
+as they are with --full:
 - plain: the flow's task functions called one after another (`task.fn`), no Prefect at all;
 - flow-1: the `experiment` flow with max_concurrency=1 (same order of work, plus Prefect);
 - flow-2: the `experiment` flow with max_concurrency=2 (tunings in two worker processes).
@@ -56,11 +57,12 @@ def lighter(params: dict, n_trials: int, epochs: int) -> dict:
     return params
 
 
-def fresh_repo(base: Path, n_trials: int, epochs: int) -> Path:
+def fresh_repo(base: Path, n_trials: int | None, epochs: int) -> Path:
     repo = Path(tempfile.mkdtemp(dir=base)) / "repo"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(repo)], check=True)
-    params = lighter(yaml.safe_load((repo / "params.yaml").read_text()), n_trials, epochs)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    if n_trials is not None:
+        params = lighter(yaml.safe_load((repo / "params.yaml").read_text()), n_trials, epochs)
+        (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return repo
 
 
@@ -77,15 +79,18 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--trials", type=int, default=3, help="trials per tuning (default: %(default)s)")
     parser.add_argument("--epochs", type=int, default=30, help="epochs per trial (default: %(default)s)")
+    parser.add_argument("--full", action="store_true", help="the default params as they are (minutes a run)")
     args = parser.parse_args()
+    n_trials = None if args.full else args.trials
     times: dict[str, list[float]] = {name: [] for name in VARIANTS}
     with tempfile.TemporaryDirectory() as base:
         for repeat in range(args.repeats):
             for name, code in VARIANTS.items():  # interleaved, so machine noise hits every variant alike
-                times[name].append(timed(code, fresh_repo(Path(base), args.trials, args.epochs)))
+                times[name].append(timed(code, fresh_repo(Path(base), n_trials, args.epochs)))
                 print(f"repeat {repeat + 1}/{args.repeats} {name}: {times[name][-1]:.1f}s", flush=True)
     baseline = statistics.median(times["plain"])
-    print(f"\n{'variant':8} {'median s':>9} {'vs plain':>9}   ({args.trials} trials x {args.epochs} epochs a tuning)")
+    workload = "default params.yaml" if args.full else f"{args.trials} trials x {args.epochs} epochs a tuning"
+    print(f"\n{'variant':8} {'median s':>9} {'vs plain':>9}   ({workload})")
     for name, values in times.items():
         median = statistics.median(values)
         print(f"{name:8} {median:9.1f} {median / baseline:9.2f}x  (+{median - baseline:.1f}s)")

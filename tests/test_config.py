@@ -100,61 +100,44 @@ def test_environment_overrides_storage_urls(monkeypatch):
     assert params.tracking.optuna_storage_url() == "postgresql://u@h/db"
 
 
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
+
+
 def test_cli_refuses_bad_params_before_writing_anything(default_params_raw, tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(_with(default_params_raw, "datasets.linear.seed", -1)))
-    out = tmp_path / "data" / "linear.npz"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipeline",
-            "--params",
-            str(params),
-            "generate",
-            "--dataset",
-            "linear",
-            "--out",
-            str(out),
-            "--meta",
-            str(tmp_path / "data" / "linear.json"),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
+    data = tmp_path / "data"
+    result = run_cli(
+        "--params",
+        str(params),
+        "generate",
+        "--dataset",
+        "linear",
+        "--out",
+        str(data / "linear.npz"),
+        "--meta",
+        str(data / "linear.json"),
     )
     assert result.returncode == 2
     assert "datasets.linear.seed = -1" in result.stderr
     assert "Traceback" not in result.stderr
-    assert not (tmp_path / "data").exists()
+    assert not data.exists()
 
 
 def test_cli_names_an_unknown_dataset(tmp_path):
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipeline",
-            "generate",
-            "--dataset",
-            "cubic",
-            "--out",
-            str(tmp_path / "a.npz"),
-            "--meta",
-            str(tmp_path / "a.json"),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
+    result = run_cli(
+        "generate", "--dataset", "cubic", "--out", str(tmp_path / "a.npz"), "--meta", str(tmp_path / "a.json")
     )
     assert result.returncode == 2
     assert "--dataset 'cubic': not in params.yaml datasets ['linear', 'product', 'square']" in result.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_cli_help_lists_the_stages():
-    result = subprocess.run([sys.executable, "-m", "pipeline", "--help"], capture_output=True, text=True, cwd=ROOT)
+    result = run_cli("--help")
     assert result.returncode == 0
     for command in ("generate", "tune", "compare"):
         assert command in result.stdout
