@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from pipeline.config import FAMILIES, ConfigError, Params, load_params
+from pipeline.data import DataError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,10 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         params = load_params(args.params)
         _check_names(params, args)
-    except ConfigError as exc:
+        COMMANDS[args.command](params, args)
+    except (ConfigError, DataError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    return COMMANDS[args.command](params, args)
+    return 0
 
 
 def _terminate(signum, frame) -> None:
@@ -68,31 +70,25 @@ def _check_names(params: Params, args: argparse.Namespace) -> None:
         raise ConfigError(f"--dataset {dataset!r}: not in params.yaml datasets {sorted(params.datasets)}")
 
 
-def _generate(params: Params, args) -> int:
-    from pipeline import stages
-    from pipeline.data import DataError
-
-    try:
-        stages.generate(params, args.dataset, args.out, args.meta)
-    except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-def _tune(params: Params, args) -> int:
+def _generate(params: Params, args) -> None:
     from pipeline import stages
 
+    stages.generate(params, args.dataset, args.out, args.meta)
+
+
+def _tune(params: Params, args) -> None:
+    from pipeline import stages
+
+    if not args.data.exists():
+        raise FileNotFoundError(f"--data {args.data}: not found; run `dvc repro generate@{args.dataset}` first")
     outputs = stages.TuneOutputs(args.model_dir, args.metrics, args.loss_curve, args.predictions, args.slice)
     stages.tune(params, args.dataset, args.model, args.data, outputs)
-    return 0
 
 
-def _compare(params: Params, args) -> int:
+def _compare(params: Params, args) -> None:
     from pipeline import stages
 
     stages.compare(params, args.metrics_dir, args.models_dir, args.plots_dir, args.out)
-    return 0
 
 
 COMMANDS = {"generate": _generate, "tune": _tune, "compare": _compare}

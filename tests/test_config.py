@@ -141,3 +141,51 @@ def test_cli_help_lists_the_stages():
     assert result.returncode == 0
     for command in ("generate", "tune", "compare"):
         assert command in result.stdout
+
+
+def test_cli_tune_without_data_says_what_to_run(tmp_path):
+    result = run_cli(
+        "tune",
+        "--dataset",
+        "product",
+        "--model",
+        "mlp",
+        "--data",
+        str(tmp_path / "none.npz"),
+        "--model-dir",
+        str(tmp_path / "m"),
+        "--metrics",
+        str(tmp_path / "m.json"),
+        "--loss-curve",
+        str(tmp_path / "l.csv"),
+        "--predictions",
+        str(tmp_path / "p.csv"),
+        "--slice",
+        str(tmp_path / "s.csv"),
+    )
+    assert result.returncode == 2
+    assert "none.npz: not found; run `dvc repro generate@product` first" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_refuses_an_unknown_model_family(tmp_path):
+    result = run_cli(
+        "tune",
+        "--dataset",
+        "product",
+        "--model",
+        "svm",
+        "--data",
+        "x",
+        "--model-dir",
+        "m",
+        "--metrics",
+        "m.json",
+        "--loss-curve",
+        "l.csv",
+        "--predictions",
+        "p.csv",
+        "--slice",
+        "s.csv",
+    )
+    assert result.returncode == 2 and "invalid choice: 'svm'" in result.stderr
