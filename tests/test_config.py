@@ -111,15 +111,7 @@ def test_cli_refuses_bad_params_before_writing_anything(default_params_raw, tmp_
     params.write_text(yaml.safe_dump(_with(default_params_raw, "datasets.linear.seed", -1)))
     data = tmp_path / "data"
     result = run_cli(
-        "--params",
-        str(params),
-        "generate",
-        "--dataset",
-        "linear",
-        "--out",
-        str(data / "linear.npz"),
-        "--meta",
-        str(data / "linear.json"),
+        *f"--params {params} generate --dataset linear --out {data}/linear.npz --meta {data}/linear.json".split()
     )
     assert result.returncode == 2
     assert "datasets.linear.seed = -1" in result.stderr
@@ -144,48 +136,15 @@ def test_cli_help_lists_the_stages():
 
 
 def test_cli_tune_without_data_says_what_to_run(tmp_path):
-    result = run_cli(
-        "tune",
-        "--dataset",
-        "product",
-        "--model",
-        "mlp",
-        "--data",
-        str(tmp_path / "none.npz"),
-        "--model-dir",
-        str(tmp_path / "m"),
-        "--metrics",
-        str(tmp_path / "m.json"),
-        "--loss-curve",
-        str(tmp_path / "l.csv"),
-        "--predictions",
-        str(tmp_path / "p.csv"),
-        "--slice",
-        str(tmp_path / "s.csv"),
-    )
+    outputs = f"--model-dir {tmp_path}/m --metrics {tmp_path}/m.json --loss-curve {tmp_path}/l.csv"
+    outputs += f" --predictions {tmp_path}/p.csv --slice {tmp_path}/s.csv"
+    result = run_cli(*f"tune --dataset product --model mlp --data {tmp_path}/none.npz {outputs}".split())
     assert result.returncode == 2
     assert "none.npz: not found; run `dvc repro generate@product` first" in result.stderr
     assert list(tmp_path.iterdir()) == []
 
 
-def test_cli_refuses_an_unknown_model_family(tmp_path):
-    result = run_cli(
-        "tune",
-        "--dataset",
-        "product",
-        "--model",
-        "svm",
-        "--data",
-        "x",
-        "--model-dir",
-        "m",
-        "--metrics",
-        "m.json",
-        "--loss-curve",
-        "l.csv",
-        "--predictions",
-        "p.csv",
-        "--slice",
-        "s.csv",
-    )
+def test_cli_refuses_an_unknown_model_family():
+    outputs = "--model-dir m --metrics m.json --loss-curve l.csv --predictions p.csv --slice s.csv"
+    result = run_cli(*f"tune --dataset product --model svm --data x {outputs}".split())
     assert result.returncode == 2 and "invalid choice: 'svm'" in result.stderr
