@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from pipeline.equations import EquationError, parse
 
-FAMILIES = ("linear", "cross", "mlp")
+FAMILIES = ("linear", "cross", "mlp")  # simplest first
 NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 CROSS = re.compile(r"x(\d+)\s*\*\s*x(\d+)|x(\d+)\s*\*\*\s*2")
 

@@ -1,4 +1,5 @@
-"""Plots and tables a person reads without MLflow: loss curves, the comparison table.
+"""Plots and tables a person reads without MLflow: loss curves, predicted against true, fits far
+beyond the training range, the comparison chart and the Markdown summary with its verdicts.
 
 Matplotlib runs on the Agg backend: no display is needed, in CI or on a server.
 """
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import matplotlib
 import numpy as np
+
+from pipeline.config import FAMILIES  # simplest first: in a tie the verdict picks the simpler family
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
@@ -43,9 +46,6 @@ def plot_loss_curve(path: Path, train_loss: list[float], val_loss: list[float], 
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     _save(fig, path)
-
-
-FAMILY_ORDER = ("linear", "cross", "mlp")  # simplest first: ties go to the simpler family
 
 
 def _predictions_axes(ax, series: dict[str, tuple]) -> None:
@@ -106,7 +106,7 @@ def plot_comparison(path: Path, results: dict[str, dict[str, dict]]) -> None:
     """val_mse and ood_mse of every (dataset, model), side by side on a log scale."""
     labels, val, ood = [], [], []
     for dataset, by_model in results.items():
-        for family in FAMILY_ORDER:
+        for family in FAMILIES:
             if family in by_model:
                 labels.append(f"{dataset}\n{family}")
                 val.append(max(by_model[family]["val_mse"], 1e-16))
@@ -130,7 +130,7 @@ def summary_table(results: dict[str, dict[str, dict]]) -> str:
     )
     lines = [header, "|" + "---|" * 11]
     for dataset, by_model in results.items():
-        for family in FAMILY_ORDER:
+        for family in FAMILIES:
             if family not in by_model:
                 continue
             m = by_model[family]
@@ -154,10 +154,10 @@ def verdict(dataset: str, by_model: dict[str, dict], rel_tol: float = 0.1) -> st
     """One sentence, from the numbers, on which family is the right tool for `dataset`."""
     best_val = min(m["val_mse"] for m in by_model.values())
     # The simplest family whose error is within rel_tol of the best (or within float noise of 0).
-    right = next(f for f in FAMILY_ORDER if f in by_model and by_model[f]["val_mse"] <= best_val * (1 + rel_tol) + 1e-8)
+    right = next(f for f in FAMILIES if f in by_model and by_model[f]["val_mse"] <= best_val * (1 + rel_tol) + 1e-8)
     chosen = by_model[right]
     sentence = f"**{dataset}**: `{right}` is the right tool (val_mse {_num(chosen['val_mse'])}"
-    others = [f"{f} {_num(by_model[f]['val_mse'])}" for f in FAMILY_ORDER if f in by_model and f != right]
+    others = [f"{f} {_num(by_model[f]['val_mse'])}" for f in FAMILIES if f in by_model and f != right]
     sentence += f"; {', '.join(others)})" if others else ")"
     if right != "mlp" and "mlp" in by_model:
         mlp_ood = by_model["mlp"]["ood_mse"]

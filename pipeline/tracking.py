@@ -27,7 +27,9 @@ def git_commit(repo: Path | str = ".") -> str | None:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+    if out.returncode != 0:  # not a git repository, or no commit yet
+        return None
+    return out.stdout.strip() or None
 
 
 class Tracker:
