@@ -168,7 +168,7 @@ def tune(
             "train_seconds": round(result.history.seconds, 3),
         }
         files = write_artifacts(model, result, metrics, dataset, spec_of_data, name, outputs)
-        tracker.log(parent_id, params=_run_params(result), metrics=metrics, tags=_equation_tags(outputs.model_dir))
+        tracker.log(parent_id, params=_run_params(result), metrics=metrics, tags=_equation_tags(model))
         tracker.log_history(parent_id, result.history.train_loss, result.history.val_loss)
         tracker.log_artifacts(parent_id, files)
         model_uri = tracker.log_torch_model(parent_id, model, np.asarray(dataset.X_val[:5], dtype=np.float32))
@@ -282,9 +282,10 @@ def _run_params(result) -> dict:
     return result.best_params | {"family": result.spec.family, "best_trial": result.best_trial}
 
 
-def _equation_tags(model_dir: Path) -> dict:
-    equation = Path(model_dir) / "equation.txt"
-    return {"recovered_equation": equation.read_text().strip()} if equation.exists() else {}
+def _equation_tags(model) -> dict:
+    from pipeline.reference import format_equation
+
+    return {"recovered_equation": format_equation(model.coefficients())} if hasattr(model, "coefficients") else {}
 
 
 def compare(

@@ -92,6 +92,7 @@ def test_parent_artifacts_load_back(runs, tmp_path):
             assert {"coefficients.json", "equation.txt"} <= names
             equation = Path(client.download_artifacts(run_id, "equation.txt", str(tmp_path))).read_text()
             assert equation.startswith("y = ")
+            assert run.data.tags["recovered_equation"] == equation.strip()
         spec = json.loads(Path(client.download_artifacts(run_id, "spec.json", str(tmp_path))).read_text())
         state = torch.load(client.download_artifacts(run_id, "model.pt", str(tmp_path)), weights_only=True)
         crosses = tuple(tuple(pair) for pair in spec["crosses"])
