@@ -45,14 +45,8 @@ class Layout:
         return self.root / "data" / f"{dataset}.json"
 
     def tune_outputs(self, dataset: str, family: str) -> stages.TuneOutputs:
-        key = f"{dataset}-{family}"
-        return stages.TuneOutputs(
-            model_dir=self.root / "models" / key,
-            metrics=self.root / "metrics" / f"{key}.json",
-            loss_curve=self.root / "plots" / "loss" / f"{key}.csv",
-            predictions=self.root / "plots" / "predictions" / f"{key}.csv",
-            slice=self.root / "plots" / "slice" / f"{key}.csv",
-        )
+        root = self.root
+        return stages.TuneOutputs.under(root / "models", root / "metrics", root / "plots", dataset, family)
 
 
 def _log(message: str) -> None:
@@ -75,8 +69,8 @@ def generate_task(params: Params, dataset: str, layout: Layout) -> str:
 
 @task(**RETRIES)
 def tune_task(params: Params, dataset: str, family: str, layout: Layout, tags: dict[str, str]) -> dict:
-    outputs = layout.tune_outputs(dataset, family)
-    return stages.tune(params, dataset, family, layout.data(dataset), outputs, tags=tags, progress=_log)
+    outputs = {family: layout.tune_outputs(dataset, family)}
+    return stages.tune(params, dataset, layout.data(dataset), outputs, tags=tags, progress=_log)[family]
 
 
 @task(**RETRIES)

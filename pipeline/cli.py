@@ -28,15 +28,20 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--out", type=Path, required=True, help="arrays file to write (.npz)")
     gen.add_argument("--meta", type=Path, required=True, help="metadata file to write (.json)")
 
-    tune = commands.add_parser("tune", help="tune one model family on one dataset with Optuna, tracked in MLflow")
+    tune = commands.add_parser(
+        "tune",
+        help="tune model families on one dataset with Optuna, tracked in MLflow",
+        description="Tune each model family on one dataset. Writes, per family, <models-dir>/<dataset>-<model>/, "
+        "<metrics-dir>/<dataset>-<model>.json and <plots-dir>/{loss,predictions,slice}/<dataset>-<model>.csv.",
+    )
     tune.add_argument("--dataset", required=True, help="a key under `datasets:` in params.yaml")
-    tune.add_argument("--model", required=True, choices=FAMILIES, help="model family")
+    tune.add_argument(
+        "--models", nargs="+", choices=FAMILIES, default=list(FAMILIES), help="model families (default: all)"
+    )
     tune.add_argument("--data", type=Path, required=True, help="arrays file written by `generate`")
-    tune.add_argument("--model-dir", type=Path, required=True, help="directory for weights and readable artifacts")
-    tune.add_argument("--metrics", type=Path, required=True, help="metrics file to write (.json)")
-    tune.add_argument("--loss-curve", type=Path, required=True, help="loss-curve table to write (.csv)")
-    tune.add_argument("--predictions", type=Path, required=True, help="validation predictions to write (.csv)")
-    tune.add_argument("--slice", type=Path, required=True, help="fit along x_i = t, beyond training (.csv)")
+    tune.add_argument("--models-dir", type=Path, required=True, help="directory for weights and readable artifacts")
+    tune.add_argument("--metrics-dir", type=Path, required=True, help="directory for the metrics files (.json)")
+    tune.add_argument("--plots-dir", type=Path, required=True, help="directory for the plot tables (.csv)")
 
     compare = commands.add_parser("compare", help="compare every (dataset, model) and write the report")
     compare.add_argument("--metrics-dir", type=Path, required=True, help="directory of the tune stages' metrics")
@@ -81,8 +86,11 @@ def _tune(params: Params, args) -> None:
 
     if not args.data.exists():
         raise FileNotFoundError(f"--data {args.data}: not found; run `dvc repro generate@{args.dataset}` first")
-    outputs = stages.TuneOutputs(args.model_dir, args.metrics, args.loss_curve, args.predictions, args.slice)
-    stages.tune(params, args.dataset, args.model, args.data, outputs)
+    outputs = {  # in the order given, each once
+        family: stages.TuneOutputs.under(args.models_dir, args.metrics_dir, args.plots_dir, args.dataset, family)
+        for family in args.models
+    }
+    stages.tune(params, args.dataset, args.data, outputs)
 
 
 def _compare(params: Params, args) -> None:

@@ -138,6 +138,9 @@ class PrunerConfig(Strict):
 
 class TuningConfig(Strict):
     n_trials: Annotated[int, Field(ge=1, le=10_000)]
+    # Trials asked, trained and told together (one stacked model). Larger is faster; smaller lets
+    # the sampler learn from more finished trials before it proposes the next ones.
+    trials_per_batch: Annotated[int, Field(ge=1, le=1024)] = 16
     sampler_seed: Annotated[int, Field(ge=0)] = 0
     pruner: PrunerConfig = PrunerConfig()
     space: SearchSpaceConfig

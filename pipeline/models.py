@@ -1,17 +1,26 @@
-"""The three model families behind one interface: `model(X) -> y` of shape (n,).
+"""The three model families, as stacks: K members trained at once as one model with a leading member axis.
 
-`linear` and `cross` are the same linear layer over named features (cross appends products of
-raw features), so their weights read back as an equation. `mlp` is a ReLU network: piecewise
-linear, so it can only approximate products and powers with straight segments.
+Every family is the same network over named features: `features` (the raw inputs, plus products of
+them for `cross`), then `depth` hidden ReLU layers (none for `linear` and `cross`), then one output.
+A `Stack` holds K such networks as tensors of shape (K, in, out) and runs them with `torch.baddbmm`,
+so K small models cost little more than one. Members of one stack may differ in width and depth:
+narrower members are padded with zero units and shallower ones with frozen identity layers, which
+changes none of their numbers (ReLU passes its own non-negative output through unchanged).
+
+`LinearModel` and `MLP` are the single trained models that leave the stack (`Stack.export`): their
+weights read back as an equation (linear families) and are what gets saved and logged.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from itertools import combinations_with_replacement
 
 import torch
 from torch import nn
+
+from pipeline.reference import term_name
 
 
 @dataclass(frozen=True)
@@ -21,14 +30,148 @@ class ModelSpec:
     depth: int = 2  # mlp only
     width: int = 32  # mlp only
 
+    @property
+    def hidden(self) -> tuple[int, ...]:
+        """Widths of the hidden ReLU layers: none for the linear families."""
+        return (self.width,) * self.depth if self.family == "mlp" else ()
+
 
 def all_crosses(n_features: int) -> tuple[tuple[int, int], ...]:
     """Every pairwise product and square: the `auto` feature crosses."""
     return tuple(combinations_with_replacement(range(n_features), 2))
 
 
-def term_name(i: int, j: int) -> str:
-    return f"x{i}**2" if i == j else f"x{i}*x{j}"
+def features(x: torch.Tensor, crosses: tuple[tuple[int, int], ...] = ()) -> torch.Tensor:
+    """The raw inputs followed by the products named in `crosses`."""
+    if not crosses:
+        return x
+    left = torch.tensor([i for i, _ in crosses], device=x.device)
+    right = torch.tensor([j for _, j in crosses], device=x.device)
+    return torch.cat([x, x[..., left] * x[..., right]], dim=-1)
+
+
+def layer_shapes(spec: ModelSpec, n_features: int) -> list[tuple[int, int]]:
+    """(in, out) of every layer of one member, input layer first, output layer last."""
+    sizes = [n_features + len(spec.crosses), *spec.hidden, 1]
+    return list(zip(sizes[:-1], sizes[1:], strict=True))
+
+
+def init_layers(
+    spec: ModelSpec, n_features: int, generator: torch.Generator
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """One member's initial (weight (in, out), bias (out,)) per layer, drawn from its own generator.
+
+    nn.Linear's default distribution, U(-1/sqrt(in), 1/sqrt(in)) for weights and biases; the
+    generator is the member's own, so its start does not depend on which stack it trains in.
+    """
+    layers = []
+    for n_in, n_out in layer_shapes(spec, n_features):
+        bound = 1.0 / math.sqrt(n_in)
+        weight = (torch.rand(n_out, n_in, generator=generator) * 2 - 1) * bound
+        bias = (torch.rand(n_out, generator=generator) * 2 - 1) * bound
+        layers.append((weight.T.contiguous(), bias))
+    return layers
+
+
+class Stack:
+    """K members of one family as one model: every parameter of member k lives in row k of `flat`.
+
+    One flat (K, P) tensor per stack, with each layer's weights and biases as views into it, lets
+    an optimizer update all members and all layers in a handful of tensor operations. `trainable`
+    marks the entries that belong to a member (0 on padding), or is None when nothing is padded.
+    """
+
+    def __init__(
+        self, specs: list[ModelSpec], n_features: int, generators: list[torch.Generator], device: str = "cpu"
+    ):
+        families = {spec.family for spec in specs}
+        crosses = {spec.crosses for spec in specs}
+        if len(families) != 1 or len(crosses) != 1:
+            raise ValueError(f"a stack holds one family and one feature set, got {families} and {len(crosses)} sets")
+        self.specs = list(specs)
+        self.n_features = n_features
+        self.crosses = specs[0].crosses
+        depth = max(len(spec.hidden) for spec in specs)
+        width = max((max(spec.hidden) for spec in specs if spec.hidden), default=0)
+        self.shapes = layer_shapes(ModelSpec(specs[0].family, self.crosses, depth, width), n_features)
+        size = sum(n_in * n_out + n_out for n_in, n_out in self.shapes)
+        self.flat = torch.zeros(len(specs), size)
+        self.trainable = torch.zeros(len(specs), size)
+        for k, (spec, generator) in enumerate(zip(specs, generators, strict=True)):
+            self._place(k, spec, init_layers(spec, n_features, generator))
+        # Zero-padded units get zero gradients and stay zero; only identity layers must be frozen.
+        if all(len(spec.hidden) == depth for spec in specs):
+            self.trainable = None
+        self.flat = self.flat.to(device)
+        self.trainable = None if self.trainable is None else self.trainable.to(device)
+
+    def _place(self, k: int, spec: ModelSpec, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Copy a member's own layers into row k; pad the rest (zero units, identity layers)."""
+        weights, biases = self.layer_views(self.flat[k : k + 1])
+        masks, bias_masks = self.layer_views(self.trainable[k : k + 1])
+        real = len(layers) - 1  # the member's hidden layers; the last one is its output layer
+        for index, (weight, bias) in enumerate(layers[:-1]):
+            weights[index][0, : weight.shape[0], : weight.shape[1]] = weight
+            biases[index][0, 0, : bias.shape[0]] = bias
+            masks[index][0, : weight.shape[0], : weight.shape[1]] = 1
+            bias_masks[index][0, 0, : bias.shape[0]] = 1
+        for index in range(real, len(self.shapes) - 1):  # frozen identity on the member's width
+            size = spec.width
+            weights[index][0, :size, :size] = torch.eye(size)
+        weight, bias = layers[-1]
+        weights[-1][0, : weight.shape[0], :] = weight
+        biases[-1][0, 0, :] = bias
+        masks[-1][0, : weight.shape[0], :] = 1
+        bias_masks[-1][0, 0, :] = 1
+
+    def layer_views(self, flat: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Weights (K, in, out) and biases (K, 1, out) as views of a (K, P) tensor."""
+        weights, biases, offset = [], [], 0
+        rows = flat.shape[0]
+        for n_in, n_out in self.shapes:
+            weights.append(flat[:, offset : offset + n_in * n_out].view(rows, n_in, n_out))
+            offset += n_in * n_out
+            biases.append(flat[:, offset : offset + n_out].view(rows, 1, n_out))
+            offset += n_out
+        return weights, biases
+
+    def __len__(self) -> int:
+        return self.flat.shape[0]
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return features(x, self.crosses)
+
+    @staticmethod
+    def forward(weights: list[torch.Tensor], biases: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """x (K, B, in) of features -> predictions (K, B)."""
+        hidden = x
+        for weight, bias in zip(weights[:-1], biases[:-1], strict=True):
+            hidden = torch.relu(torch.baddbmm(bias, hidden, weight))
+        return torch.baddbmm(biases[-1], hidden, weights[-1]).squeeze(-1)
+
+    def keep(self, rows: list[int]) -> None:
+        """Drop every member not in `rows` (finished, pruned or diverged): less work per step."""
+        index = torch.tensor(rows, device=self.flat.device)
+        self.flat = self.flat.index_select(0, index)
+        self.trainable = None if self.trainable is None else self.trainable.index_select(0, index)
+        self.specs = [self.specs[k] for k in rows]
+
+    def export(self, k: int) -> nn.Module:
+        """Member k as a standalone model of its own size, on the CPU."""
+        spec = self.specs[k]
+        weights, biases = self.layer_views(self.flat[k : k + 1].detach().cpu())
+        own = layer_shapes(spec, self.n_features)
+        picked = list(range(len(own) - 1)) + [len(self.shapes) - 1]  # its hidden layers, then the output
+        linears = [
+            (weights[index][0, :n_in, :n_out].T.clone(), biases[index][0, 0, :n_out].clone())
+            for index, (n_in, n_out) in zip(picked, own, strict=True)
+        ]
+        model = build_model(spec, self.n_features)
+        with torch.no_grad():
+            for layer, (weight, bias) in zip(model.linear_layers(), linears, strict=True):
+                layer.weight.copy_(weight)
+                layer.bias.copy_(bias)
+        return model.eval()
 
 
 class LinearModel(nn.Module):
@@ -49,6 +192,9 @@ class LinearModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear(self.features(x)).squeeze(-1)
+
+    def linear_layers(self) -> list[nn.Linear]:
+        return [self.linear]
 
     def feature_names(self) -> list[str]:
         return [f"x{i}" for i in range(self.n_features)] + [term_name(i, j) for i, j in self.crosses]
@@ -74,6 +220,9 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).squeeze(-1)
+
+    def linear_layers(self) -> list[nn.Linear]:
+        return [layer for layer in self.net if isinstance(layer, nn.Linear)]
 
 
 def build_model(spec: ModelSpec, n_features: int) -> nn.Module:

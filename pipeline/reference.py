@@ -14,9 +14,13 @@ import re
 import numpy as np
 
 from pipeline.equations import Equation
-from pipeline.models import term_name
 
 CONSTANT = "1"  # the key of the bias / constant term in every coefficient table
+
+
+def term_name(i: int, j: int) -> str:
+    """The name of the product feature x_i * x_j, as equations print it."""
+    return f"x{i}**2" if i == j else f"x{i}*x{j}"
 
 
 def design_matrix(X: np.ndarray, crosses: tuple[tuple[int, int], ...] = ()) -> np.ndarray:

@@ -79,6 +79,7 @@ def study_settings(cfg: TuningConfig):
         pruner=cfg.pruner.name,
         n_startup_trials=cfg.pruner.n_startup_trials,
         n_warmup_steps=cfg.pruner.n_warmup_steps,
+        batch=cfg.trials_per_batch,
     )
 
 
@@ -113,6 +114,19 @@ class TuneOutputs:
     predictions: Path  # CSV y_true, y_pred on validation (a DVC plot)
     slice: Path  # CSV t, y_true, y_pred along the diagonal x_i = t, far beyond training (a DVC plot)
 
+    @classmethod
+    def under(cls, models_dir: Path, metrics_dir: Path, plots_dir: Path, dataset: str, family: str) -> TuneOutputs:
+        """The files of one (dataset, model) under the three output folders, named `<dataset>-<model>`."""
+        key = f"{dataset}-{family}"
+        plots_dir = Path(plots_dir)
+        return cls(
+            model_dir=Path(models_dir) / key,
+            metrics=Path(metrics_dir) / f"{key}.json",
+            loss_curve=plots_dir / "loss" / f"{key}.csv",
+            predictions=plots_dir / "predictions" / f"{key}.csv",
+            slice=plots_dir / "slice" / f"{key}.csv",
+        )
+
 
 SLICE = np.linspace(-6.0, 6.0, 241)  # training inputs are N(0, 1): |t| > 3 is unseen territory
 
@@ -120,86 +134,151 @@ SLICE = np.linspace(-6.0, 6.0, 241)  # training inputs are N(0, 1): |t| > 3 is u
 def tune(
     params: Params,
     dataset_name: str,
-    family: str,
     data_path: Path,
-    outputs: TuneOutputs,
+    outputs: dict[str, TuneOutputs],
     tags: dict[str, str] | None = None,
     progress: Progress = print,
-) -> dict:
-    """Stage `tune`: tune one family on one dataset, track it in MLflow, write its artifacts.
+) -> dict[str, dict]:
+    """Stage `tune`: tune each family of `outputs` on one dataset, one after another, tracked in MLflow.
 
-    Returns the metrics, plus the MLflow parent run's id (`run_id`) and its model's URI (`model_uri`).
+    Training runs here; the record (MLflow runs, plots, stage outputs) is written by a `Recorder`
+    process meanwhile. Returns, per family, the metrics plus the MLflow parent run's id (`run_id`)
+    and its model's URI (`model_uri`). Parent runs end FAILED if anything fails or is interrupted.
     """
+    from pipeline.recorder import Recorder
+    from pipeline.tracking import Target, commit_tags
+
+    source = (dataset_name, datasets.file_md5(Path(data_path)), str(data_path))  # name, DVC hash, path
+    base_tags = commit_tags() | {"dataset": dataset_name} | (tags or {})
+    uri, experiment = params.tracking.mlflow_tracking_uri(), params.tracking.experiment
+    targets = {family: Target(uri, experiment, base_tags | {"model": family}) for family in outputs}
+    with Recorder() as recorder:
+        # Opened first: the recorder starts (imports, store set-up) while this process loads torch.
+        opened = recorder.submit(open_runs, targets, dataset_name, {"role": "parent"}, source)
+        dataset = _training_data(params, data_path)
+        parents = opened.result()
+        unrecorded = dict(parents)  # parent runs not yet handed to `record_best`
+        trials: list = []
+        try:
+            futures = {}
+            for family, family_outputs in outputs.items():
+                futures[family] = _tune_family(
+                    params, dataset, family, family_outputs, recorder, targets[family], parents[family], source,
+                    trials, progress,
+                )
+                del unrecorded[family]
+            for trial in trials:
+                trial.result()  # a trial that could not be recorded fails the stage
+            return {family: future.result() for family, future in futures.items()}
+        except BaseException:
+            for family, run_id in unrecorded.items():
+                recorder.submit(close_run, targets[family], run_id, "FAILED")
+            raise
+
+
+def _training_data(params: Params, data_path: Path) -> datasets.Dataset:
     import torch
 
+    torch.set_num_threads(params.training.threads)
+    return datasets.load(Path(data_path))
+
+
+def _tune_family(params, dataset, family, outputs, recorder, target, parent_id, source, trials: list, progress):
+    """Run every trial of one family here; returns the recorder's future of its results."""
     from pipeline import train
-    from pipeline.tracking import Tracker, commit_tags
     from pipeline.tune import create_study
     from pipeline.tune import tune as run_study
 
-    torch.set_num_threads(params.training.threads)
-    name = f"{dataset_name}/{family}"
-    dataset = datasets.load(Path(data_path))
-    digest = datasets.file_md5(Path(data_path))
+    name = f"{source[0]}/{family}"
     tuning = params.tuning[family]
-    spec = model_spec(params, family, dataset.n_features)
     tensors = train.Tensors.from_arrays(
         dataset.X_train, dataset.y_train, dataset.X_val, dataset.y_val, device=params.training.device
     )
-    tracker = Tracker(
-        params.tracking.mlflow_tracking_uri(),
-        params.tracking.experiment,
-        tags=commit_tags() | {"dataset": dataset_name, "model": family} | (tags or {}),
+    study = create_study(
+        f"{params.tracking.experiment}/{name}", params.tracking.optuna_storage_url(), study_settings(tuning)
     )
-    source = str(data_path)
-    with tracker.run(name, {"role": "parent"}) as parent_id:
-        tracker.log_dataset(parent_id, dataset_name, digest, source)
-        study = create_study(
-            f"{params.tracking.experiment}/{name}", params.tracking.optuna_storage_url(), study_settings(tuning)
-        )
-        on_trial = _trial_logger(tracker, parent_id, name, tuning.n_trials, dataset_name, digest, source, progress)
-        result = run_study(study, spec, tensors, search_space(tuning), tuning.n_trials, tuning.sampler_seed, on_trial)
-        model = result.model.cpu().eval()
-        spec_of_data = dataset_spec(params, dataset_name)
-        metrics = evaluate(dataset, spec_of_data.equation, model, result.spec) | {
-            "n_trials_complete": result.n_complete,
-            "n_trials_pruned": result.n_pruned,
-            "tune_seconds": round(result.seconds, 3),
-            "train_seconds": round(result.history.seconds, 3),
-        }
-        files = write_artifacts(model, result, metrics, dataset, spec_of_data, name, outputs)
-        tracker.log(parent_id, params=_run_params(result), metrics=metrics, tags=_equation_tags(model))
-        tracker.log_history(parent_id, result.history.train_loss, result.history.val_loss)
-        tracker.log_artifacts(parent_id, files)
-        model_uri = tracker.log_torch_model(parent_id, model, np.asarray(dataset.X_val[:5], dtype=np.float32))
-        progress(
-            f"[{name}] best trial {result.best_trial}: val_mse={metrics['val_mse']:.4g} "
-            f"(family optimum {metrics['optimum_mse']:.4g}) in {result.seconds:.1f}s; MLflow run {parent_id}"
-        )
-    return metrics | {"run_id": parent_id, "model_uri": model_uri}
+    on_trial = _trial_logger(recorder, target, parent_id, name, tuning.n_trials, source, trials, progress)
+    result = run_study(
+        study, model_spec(params, family, dataset.n_features), tensors, search_space(tuning),
+        tuning.n_trials, tuning.sampler_seed, on_trial, batch=tuning.trials_per_batch,
+    )
+    progress(
+        f"[{name}] best trial {result.best_trial}: val_mse={result.best_value:.4g} in {result.seconds:.1f}s; "
+        f"MLflow run {parent_id}"
+    )
+    result.model = result.model.cpu().eval()
+    data_spec = dataset_spec(params, source[0])
+    return recorder.submit(record_best, target, parent_id, result, dataset, data_spec, outputs)
 
 
-def _trial_logger(tracker, parent_id, name, n_trials, dataset_name, digest, source, progress):
+def open_runs(targets: dict, dataset_name: str, tags: dict[str, str], source: tuple[str, str, str]) -> dict:
+    """One new run per target (named `<dataset>/<key>`), each recording its dataset; their ids by key."""
+    return {key: open_run(target, f"{dataset_name}/{key}", tags, None, source) for key, target in targets.items()}
+
+
+def open_run(target, name: str, tags: dict[str, str], parent_id: str | None, source: tuple[str, str, str]) -> str:
+    """A new MLflow run recording its dataset (name, DVC hash, path); returns its id."""
+    tracker = target.tracker()
+    run_id = tracker.start(name, tags, parent_id)
+    tracker.log_dataset(run_id, *source)
+    return run_id
+
+
+def close_run(target, run_id: str, status: str) -> None:
+    target.tracker().end(run_id, status)
+
+
+def _trial_logger(recorder, target, parent_id, name, n_trials, source, pending: list, progress):
     best = {"value": float("inf")}
 
     def on_trial(outcome) -> None:
         value = outcome.history.val_loss[-1] if outcome.history.val_loss else float("nan")
         if outcome.state == "COMPLETE":
             best["value"] = min(best["value"], value)
-        status = "FAILED" if outcome.state == "DIVERGED" else "FINISHED"
-        tags = {"trial": str(outcome.number), "optuna_state": outcome.state}
-        with tracker.run(f"{name}/trial-{outcome.number}", tags, parent_id, status) as run_id:
-            tracker.log(
-                run_id, params=outcome.params, metrics={"val_mse": value} if outcome.state == "COMPLETE" else None
-            )
-            tracker.log_history(run_id, outcome.history.train_loss, outcome.history.val_loss)
-            tracker.log_dataset(run_id, dataset_name, digest, source)
+        pending.append(recorder.submit(record_trial, target, parent_id, name, outcome, source))
         progress(
             f"[{name}] trial {outcome.number + 1}/{n_trials} {outcome.state.lower()}: "
             f"val_mse={value:.4g} after {len(outcome.history.val_loss)} epochs; best {best['value']:.4g}"
         )
 
     return on_trial
+
+
+def record_trial(target, parent_id: str, name: str, outcome, source: tuple[str, str, str]) -> None:
+    """One nested run per trial: its params, final val_mse if it completed, per-epoch curves."""
+    value = outcome.history.val_loss[-1] if outcome.history.val_loss else float("nan")
+    status = "FAILED" if outcome.state == "DIVERGED" else "FINISHED"
+    tags = {"trial": str(outcome.number), "optuna_state": outcome.state}
+    tracker = target.tracker()
+    with tracker.run(f"{name}/trial-{outcome.number}", tags, parent_id, status) as run_id:
+        tracker.log(run_id, params=outcome.params, metrics={"val_mse": value} if outcome.state == "COMPLETE" else None)
+        tracker.log_history(run_id, outcome.history.train_loss, outcome.history.val_loss)
+        tracker.log_dataset(run_id, *source)
+
+
+def record_best(target, parent_id: str, result, dataset, data_spec, outputs: TuneOutputs) -> dict:
+    """Score the best model, write the stage outputs, complete the parent run; returns the metrics,
+    `run_id` and `model_uri`. The parent run ends FAILED if any of it fails."""
+    tracker = target.tracker()
+    name = f"{data_spec.name}/{result.spec.family}"
+    try:
+        metrics = evaluate(dataset, data_spec.equation, result.model, result.spec) | {
+            "n_trials_complete": result.n_complete,
+            "n_trials_pruned": result.n_pruned,
+            "tune_seconds": round(result.seconds, 3),
+            "train_seconds": round(result.history.seconds, 3),
+        }
+        files = write_artifacts(result.model, result, metrics, dataset, data_spec, name, outputs)
+        tracker.log(parent_id, params=_run_params(result), metrics=metrics, tags=_equation_tags(result.model))
+        tracker.log_history(parent_id, result.history.train_loss, result.history.val_loss)
+        tracker.log_artifacts(parent_id, files)
+        X_example = np.asarray(dataset.X_val[:5], dtype=np.float32)
+        model_uri = tracker.log_torch_model(parent_id, result.model, X_example)
+    except BaseException:
+        tracker.end(parent_id, "FAILED")
+        raise
+    tracker.end(parent_id, "FINISHED")
+    return metrics | {"run_id": parent_id, "model_uri": model_uri}
 
 
 def evaluate(dataset: datasets.Dataset, equation, model, spec) -> dict:
@@ -310,18 +389,17 @@ def compare(
         truth = reference.true_coefficients(spec.equation)
         predictions, slices = {}, {}
         for family in FAMILIES:
-            key = f"{dataset}-{family}"
-            metrics_path = Path(metrics_dir) / f"{key}.json"
-            if not metrics_path.exists():
-                raise FileNotFoundError(f"{metrics_path}: missing; run the tune stage for {dataset}/{family} first")
-            entry = json.loads(metrics_path.read_text())
-            equation = Path(models_dir) / key / "equation.txt"
+            outputs = TuneOutputs.under(models_dir, metrics_dir, plots_dir, dataset, family)
+            if not outputs.metrics.exists():
+                raise FileNotFoundError(f"{outputs.metrics}: missing; run the tune stage for {dataset} first")
+            entry = json.loads(outputs.metrics.read_text())
+            equation = outputs.model_dir / "equation.txt"
             entry["equation"] = equation.read_text().strip() if equation.exists() else None
             entry["true_equation"] = reference.format_equation(truth) if truth else spec.equation.text
             results.setdefault(dataset, {})[family] = entry
-            table = report.read_table(Path(plots_dir) / "predictions" / f"{key}.csv")
+            table = report.read_table(outputs.predictions)
             predictions[family] = (table["y_true"], table["y_pred"])
-            slices[family] = report.read_table(Path(plots_dir) / "slice" / f"{key}.csv")
+            slices[family] = report.read_table(outputs.slice)
         report.plot_dataset(out_dir / f"{dataset}.png", dataset, predictions, slices, (spec.ood_low, spec.ood_high))
         images.append(f"{dataset}.png")
     report.plot_comparison(out_dir / "comparison.png", results)

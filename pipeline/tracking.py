@@ -4,6 +4,9 @@ One parent run per (dataset, model) tagged `dataset` and `model`; one nested run
 trial with its params and per-epoch `train_loss` / `val_loss` at step=epoch. Metrics go in
 `log_batch` calls (one call per point costs ~5 ms on SQLite). Every run records the dataset's
 DVC hash as an input digest and the git commit, and ends FINISHED or FAILED, never RUNNING.
+
+MLflow is imported where it is used, not at the top: a process that only trains hands its record
+to another one (`Target` says where), and importing MLflow would cost it a second for nothing.
 """
 
 from __future__ import annotations
@@ -12,13 +15,12 @@ import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlflow import MlflowClient
-from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
-from mlflow.exceptions import MlflowException
-from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
-
+MLFLOW_GIT_COMMIT = "mlflow.source.git.commit"  # the values of mlflow.utils.mlflow_tags
+MLFLOW_PARENT_RUN_ID = "mlflow.parentRunId"
+MLFLOW_RUN_NAME = "mlflow.runName"
 BATCH = 1000  # MLflow's limit of metrics per log_batch call
 
 
@@ -32,10 +34,24 @@ def git_commit(repo: Path | str = ".") -> str | None:
     return out.stdout.strip() or None
 
 
+@dataclass(frozen=True)
+class Target:
+    """Where runs go and the tags each carries: what a process needs to open its own `Tracker`."""
+
+    tracking_uri: str
+    experiment: str
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def tracker(self) -> Tracker:
+        return Tracker(self.tracking_uri, self.experiment, self.tags)
+
+
 class Tracker:
     """An MLflow experiment plus the tags every run of this process carries."""
 
     def __init__(self, tracking_uri: str, experiment: str, tags: dict[str, str] | None = None):
+        from mlflow import MlflowClient
+
         self.tracking_uri = tracking_uri
         self.client = MlflowClient(tracking_uri)
         found = self.client.get_experiment_by_name(experiment)
@@ -55,18 +71,26 @@ class Tracker:
         self, name: str, tags: dict[str, str], parent_id: str | None = None, status: str = "FINISHED"
     ) -> Iterator[str]:
         """A run that ends with `status`, or FAILED if the body raises (even KeyboardInterrupt)."""
-        all_tags = self.tags | tags | {MLFLOW_RUN_NAME: name}
-        if parent_id:
-            all_tags[MLFLOW_PARENT_RUN_ID] = parent_id
-        run_id = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags).info.run_id
+        run_id = self.start(name, tags, parent_id)
         try:
             yield run_id
         except BaseException:
-            self.client.set_terminated(run_id, "FAILED")
+            self.end(run_id, "FAILED")
             raise
+        self.end(run_id, status)
+
+    def start(self, name: str, tags: dict[str, str], parent_id: str | None = None) -> str:
+        all_tags = self.tags | tags | {MLFLOW_RUN_NAME: name}
+        if parent_id:
+            all_tags[MLFLOW_PARENT_RUN_ID] = parent_id
+        return self.client.create_run(self.experiment_id, run_name=name, tags=all_tags).info.run_id
+
+    def end(self, run_id: str, status: str) -> None:
         self.client.set_terminated(run_id, status)
 
     def log(self, run_id: str, params: dict | None = None, metrics: dict | None = None, tags: dict | None = None):
+        from mlflow.entities import Metric, Param, RunTag
+
         now = _now_ms()
         self.client.log_batch(
             run_id,
@@ -76,6 +100,8 @@ class Tracker:
         )
 
     def log_history(self, run_id: str, train_loss: list[float], val_loss: list[float]) -> None:
+        from mlflow.entities import Metric
+
         now = _now_ms()
         points = [Metric("train_loss", v, now, step) for step, v in enumerate(train_loss)]
         points += [Metric("val_loss", v, now, step) for step, v in enumerate(val_loss)]
@@ -83,6 +109,9 @@ class Tracker:
             self.client.log_batch(run_id, metrics=points[start : start + BATCH])
 
     def log_dataset(self, run_id: str, name: str, digest: str, source: str) -> None:
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+        from mlflow.exceptions import MlflowException
+
         dataset = Dataset(name=name, digest=digest, source_type="dvc", source=source)
         context = InputTag(key="mlflow.data.context", value="training")
         for attempt in range(3):

@@ -136,15 +136,14 @@ def test_cli_help_lists_the_stages():
 
 
 def test_cli_tune_without_data_says_what_to_run(tmp_path):
-    outputs = f"--model-dir {tmp_path}/m --metrics {tmp_path}/m.json --loss-curve {tmp_path}/l.csv"
-    outputs += f" --predictions {tmp_path}/p.csv --slice {tmp_path}/s.csv"
-    result = run_cli(*f"tune --dataset product --model mlp --data {tmp_path}/none.npz {outputs}".split())
+    outputs = f"--models-dir {tmp_path}/m --metrics-dir {tmp_path}/m --plots-dir {tmp_path}/p"
+    result = run_cli(*f"tune --dataset product --models mlp --data {tmp_path}/none.npz {outputs}".split())
     assert result.returncode == 2
     assert "none.npz: not found; run `dvc repro generate@product` first" in result.stderr
     assert list(tmp_path.iterdir()) == []
 
 
 def test_cli_refuses_an_unknown_model_family():
-    outputs = "--model-dir m --metrics m.json --loss-curve l.csv --predictions p.csv --slice s.csv"
-    result = run_cli(*f"tune --dataset product --model svm --data x {outputs}".split())
+    outputs = "--models-dir m --metrics-dir m --plots-dir p"
+    result = run_cli(*f"tune --dataset product --models linear svm --data x {outputs}".split())
     assert result.returncode == 2 and "invalid choice: 'svm'" in result.stderr

@@ -1,9 +1,11 @@
-"""Optuna tuning through the one `fit`: diverging trials are pruned, never fatal; the best model comes back."""
+"""Optuna tuning in batches through the one `fit`: diverging trials are pruned, never fatal; each
+trial keeps its own per-epoch reports and pruning; the best model comes back."""
 
 from __future__ import annotations
 
 import optuna
 import pytest
+from optuna.trial import TrialState
 
 from pipeline.data import DatasetSpec, generate
 from pipeline.equations import parse
@@ -24,14 +26,32 @@ def test_diverging_trials_are_pruned_and_the_study_goes_on(product, tmp_path):
     # lr above ~0.1 makes SGD on 65 features diverge for part of the trials.
     space = SearchSpace(lr=FloatSpace(0.003, 3.0), epochs=IntSpace(10, 10))
     seen = []
-    result = tune(study, ModelSpec("cross", crosses=all_crosses(10)), product, space, 6, on_trial=seen.append)
+    result = tune(study, ModelSpec("cross", crosses=all_crosses(10)), product, space, 6, on_trial=seen.append, batch=3)
     states = [outcome.state for outcome in seen]
     assert len(seen) == 6 and "DIVERGED" in states and "COMPLETE" in states
     assert result.n_pruned == states.count("DIVERGED")
-    assert result.best_value == pytest.approx(mse(result.model, product.X_val, product.y_val), rel=1e-6)
+    assert result.best_value == pytest.approx(mse(result.model, product.X_val, product.y_val), rel=1e-5)
     assert result.best_value == min(o.history.final_val for o in seen if o.state == "COMPLETE")
     reloaded = optuna.load_study(study_name="product/cross", storage=storage)
     assert len(reloaded.trials) == 6
+    by_number = {o.number: o.state for o in seen}  # told as each ends: diverged ones first
+    assert [t.state for t in reloaded.trials] == [
+        TrialState.COMPLETE if by_number[t.number] == "COMPLETE" else TrialState.PRUNED for t in reloaded.trials
+    ]
+
+
+def test_every_trial_keeps_its_per_epoch_reports_in_the_storage(product, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'o.db'}"
+    study = create_study("curves", storage, StudySettings(5, pruner="median", n_startup_trials=1, n_warmup_steps=1))
+    space = SearchSpace(lr=FloatSpace(1e-5, 0.05), epochs=IntSpace(6, 12))
+    seen = {}
+    tune(study, ModelSpec("linear"), product, space, 5, on_trial=lambda o: seen.setdefault(o.number, o), batch=2)
+    for trial in optuna.load_study(study_name="curves", storage=storage).trials:
+        curve = seen[trial.number].history.val_loss
+        assert trial.intermediate_values == dict(enumerate(curve))
+        assert trial.state != TrialState.RUNNING
+        if trial.state == TrialState.COMPLETE:
+            assert trial.value == curve[-1] and len(curve) == trial.params["epochs"]
 
 
 def test_pruner_stops_poor_trials_early(product, tmp_path):
@@ -40,12 +60,26 @@ def test_pruner_stops_poor_trials_early(product, tmp_path):
     )
     space = SearchSpace(lr=FloatSpace(1e-5, 0.05), epochs=IntSpace(20, 20))
     seen = []
-    tune(study, ModelSpec("linear"), product, space, 8, on_trial=seen.append)
+    # Batches of two: the trials of later batches are judged against the finished ones.
+    tune(study, ModelSpec("linear"), product, space, 8, on_trial=seen.append, batch=2)
     pruned = [o for o in seen if o.state == "PRUNED"]
     assert pruned and all(len(o.history.val_loss) < 20 for o in pruned)
+    assert all(o.number >= 2 for o in pruned)  # nothing to compare with in the first batch
 
 
-def test_rerun_replaces_the_study(product, tmp_path):
+def test_trials_are_asked_in_batches_from_a_sampler_that_expects_it(product, tmp_path):
+    study = create_study("b", f"sqlite:///{tmp_path / 'o.db'}", StudySettings(5, pruner="none"))
+    assert study.sampler._constant_liar
+    asked = []
+    original = study.ask
+    study.ask = lambda *a, **k: asked.append(len(study.get_trials(states=(TrialState.RUNNING,)))) or original(*a, **k)
+    space = SearchSpace(lr=FloatSpace(0.01, 0.05), epochs=IntSpace(3, 3))
+    tune(study, ModelSpec("linear"), product, space, 5, batch=2)
+    assert asked == [0, 1, 0, 1, 0]  # running trials when each was asked: batches of 2, 2 and 1
+    assert [t.number for t in study.trials] == [0, 1, 2, 3, 4]
+
+
+def test_rerun_replaces_the_study_and_repeats_its_result(product, tmp_path):
     storage = f"sqlite:///{tmp_path / 'o.db'}"
     space = SearchSpace(lr=FloatSpace(0.01, 0.05), epochs=IntSpace(3, 3))
     values = []
@@ -63,3 +97,4 @@ def test_mlp_width_and_depth_are_searched(product, tmp_path):
     assert result.spec.width in (4, 8) and result.spec.depth == 1
     assert result.best_params["depth"] == 1 and result.best_params["optimizer"] == "adam"
     assert "width" in study.trials[0].params and "depth" not in study.trials[0].params
+    assert result.best_value == pytest.approx(mse(result.model, product.X_val, product.y_val), rel=1e-5)
