@@ -81,7 +81,7 @@ def test_one_nested_run_per_trial_with_epoch_curves(runs):
     assert all(r.info.status != "RUNNING" for r in children)
 
 
-def test_parent_artifacts_load_back(runs, tmp_path):
+def test_parent_artifacts_load_back(runs, tmp_path, monkeypatch):
     client, parents, _ = runs
     for (_, family), run in parents.items():
         run_id = run.info.run_id
@@ -97,7 +97,9 @@ def test_parent_artifacts_load_back(runs, tmp_path):
         crosses = tuple(tuple(pair) for pair in spec["crosses"])
         model = build_model(ModelSpec(spec["family"], crosses, spec["depth"], spec["width"]), 10)
         model.load_state_dict(state)
-        mlflow.set_tracking_uri(client._tracking_client.tracking_uri)
+        # Through the environment, which monkeypatch restores: mlflow.set_tracking_uri would export
+        # it for good and send later tests' runs to this store.
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", client._tracking_client.tracking_uri)
         logged = mlflow.pytorch.load_model(f"runs:/{run_id}/model")
         x = torch.randn(4, 10)
         with torch.no_grad():

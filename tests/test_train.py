@@ -126,16 +126,16 @@ def test_epoch_callback_sees_every_epoch_and_can_stop_a_member():
     assert trained.state == "PRUNED" and len(trained.history.val_loss) == 4
 
 
-# Members that differ in everything a stack allows: learning rate, epochs, batch size, seed, and
-# for the MLP width and depth (padding) too.
+# Members that differ in everything a stack allows: learning rate, epochs, seed, and for the MLP
+# width and depth too (padding).
 STACKS = {
     "linear": [
-        Member(ModelSpec("linear"), TrainSettings(lr=lr, epochs=epochs, batch_size=bs, seed=seed))
-        for lr, epochs, bs, seed in [(0.05, 12, 32, 0), (0.01, 7, 16, 1), (0.1, 10, 64, 2), (0.03, 12, 32, 3)]
+        Member(ModelSpec("linear"), TrainSettings(lr=lr, epochs=epochs, batch_size=32, seed=seed))
+        for lr, epochs, seed in [(0.05, 12, 0), (0.01, 7, 1), (0.1, 10, 2), (0.03, 12, 3)]
     ],
     "cross": [
-        Member(ModelSpec("cross", crosses=all_crosses(10)), TrainSettings(lr=lr, epochs=epochs, batch_size=bs, seed=s))
-        for lr, epochs, bs, s in [(0.02, 9, 16, 0), (0.005, 12, 32, 1), (0.04, 6, 64, 2)]
+        Member(ModelSpec("cross", crosses=all_crosses(10)), TrainSettings(lr=lr, epochs=epochs, batch_size=16, seed=s))
+        for lr, epochs, s in [(0.02, 9, 0), (0.005, 12, 1), (0.04, 6, 2)]
     ],
     "mlp": [
         Member(ModelSpec("mlp", depth=d, width=w), TrainSettings(lr, e, batch_size=32, optimizer="adam", seed=s))
@@ -183,12 +183,13 @@ def test_a_pruned_member_changes_no_other_member():
     assert pruned[0].history.val_loss == pytest.approx(unpruned[0].history.val_loss[:3], rel=2e-4)
 
 
-def test_linear_members_share_a_stack_across_batch_sizes_mlps_do_not():
+def test_members_stack_by_family_features_optimizer_and_batch_size():
     linear = [Member(ModelSpec("linear"), TrainSettings(0.01, 5, batch_size=b)) for b in (16, 32, 16)]
     small = ModelSpec("mlp", depth=2, width=8)
     mlp = [Member(small, TrainSettings(0.01, 5, batch_size=b, optimizer="adam")) for b in (16, 32, 16)]
+    wide = [Member(ModelSpec("mlp", depth=3, width=32), TrainSettings(0.02, 9, batch_size=16, optimizer="adam"))]
     adam = [Member(ModelSpec("linear"), TrainSettings(0.01, 5, optimizer="adam"))]
-    assert stack_groups(linear + mlp + adam) == [[0, 1, 2], [3, 5], [4], [6]]
+    assert stack_groups(linear + mlp + wide + adam) == [[0, 2], [1], [3, 5, 6], [4], [7]]
 
 
 def test_padding_leaves_a_narrow_shallow_member_exactly_itself():
@@ -203,3 +204,19 @@ def test_padding_leaves_a_narrow_shallow_member_exactly_itself():
     torch.testing.assert_close(padded, own)
     assert [p.shape for p in stack.export(0).parameters()] == [(8, 4), (8,), (1, 8), (1,)]
     assert stack.trainable is not None and stack.trainable[0].sum() == 4 * 8 + 8 + 8 + 1
+
+
+@pytest.mark.parametrize("depths, widths", [((0, 0), (0, 0)), ((2, 3), (8, 16))])
+def test_the_written_out_backward_equals_autograd(depths, widths):
+    family = "mlp" if depths[0] else "cross"
+    specs = [ModelSpec(family, crosses=((0, 1),) if family == "cross" else (), depth=d, width=w)
+             for d, w in zip(depths, widths, strict=True)]
+    stack = Stack(specs, 3, [torch.Generator().manual_seed(s) for s in range(2)])
+    x, d_prediction = stack.features(torch.randn(2, 7, 3)), torch.randn(2, 7)
+    grad, inputs = torch.empty_like(stack.flat), []
+    weights, biases = stack.layer_views(stack.flat)
+    Stack.forward(weights, biases, x, inputs)
+    Stack.backward(weights, inputs, d_prediction, grad)
+    flat = stack.flat.clone().requires_grad_(True)
+    (Stack.forward(*stack.layer_views(flat), x) * d_prediction).sum().backward()
+    torch.testing.assert_close(grad, flat.grad)

@@ -1,0 +1,34 @@
+"""The throughput benchmark, run small: same trials both ways, same losses, numbers that add up."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import yaml
+from conftest import ROOT, shrink
+
+
+def test_throughput_benchmark_trains_the_same_trials_both_ways(tmp_path, default_params_raw):
+    small = shrink(default_params_raw)
+    for tuning in small["tuning"].values():
+        tuning["n_trials"], tuning["trials_per_batch"] = 6, 3
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(small))
+    out = tmp_path / "throughput.json"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "tuning_throughput.py"), "--params", str(tmp_path / "params.yaml"),
+         "--repeats", "2", "--json", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    numbers = json.loads(out.read_text())
+    assert set(numbers) == {"linear", "cross", "mlp"}
+    for family, row in numbers.items():
+        assert row["n_trials"] == 6 and row["trials_per_batch"] == 3
+        assert len(row["seconds"]["one_at_a_time"]) == len(row["seconds"]["batched"]) == 2
+        assert row["one_at_a_time"] > 0 and row["batched"] > 0
+        assert abs(row["ratio"] - row["batched"] / row["one_at_a_time"]) < 0.01 * row["ratio"] + 0.01
+        # Stacked or alone, each trial reaches the same validation loss (float32 sums in another order).
+        assert row["largest_relative_difference"] < 1e-3, family
+        assert f"{family:8}" in result.stdout
