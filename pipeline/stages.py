@@ -79,7 +79,6 @@ def study_settings(cfg: TuningConfig):
         pruner=cfg.pruner.name,
         n_startup_trials=cfg.pruner.n_startup_trials,
         n_warmup_steps=cfg.pruner.n_warmup_steps,
-        batch=cfg.trials_per_batch,
     )
 
 

@@ -30,7 +30,6 @@ ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
 
 
-
 @dataclass(frozen=True)
 class TrainSettings:
     lr: float
@@ -87,7 +86,7 @@ class Trained:
 # on_epoch(member, epoch, train_loss, val_loss) -> True to stop that member (it ends PRUNED).
 # `member` is the member's index in the list given to `fit`.
 EpochCallback = Callable[[int, int, float, float], bool]
-DoneCallback = Callable[[int, "Trained"], None]
+DoneCallback = Callable[[int, Trained], None]  # (member, what became of it)
 
 
 def fit(

@@ -55,7 +55,6 @@ class StudySettings:
     pruner: str = "median"  # "median" | "none"
     n_startup_trials: int = 3
     n_warmup_steps: int = 10
-    batch: int = 16  # trials asked, trained and told together
 
 
 @dataclass
@@ -151,7 +150,11 @@ def tune(
         trials = [study.ask() for _ in range(min(batch, n_trials - first))]
         members = [suggest(trial, space, spec, seed + trial.number) for trial in trials]
         batch_run = _Batch(study, trials, on_trial)
-        results = fit(members, data, batch_run.stop, batch_run.done)
+        try:
+            results = fit(members, data, batch_run.stop, batch_run.done)
+        except BaseException:  # an error, Ctrl-C or SIGTERM: no trial of the batch is left RUNNING
+            batch_run.fail_unfinished()
+            raise
         for member, trained in zip(members, results, strict=True):
             value = trained.history.final_val
             if trained.state == "COMPLETE" and (best is None or value < best[0]):
@@ -190,6 +193,7 @@ class _Batch:
         self.shadow.add_trials(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
         self.shadow_trials = [self.shadow.ask() for _ in trials]
         self.reported: list[list[float]] = [[] for _ in trials]
+        self.told: set[int] = set()
 
     def stop(self, member: int, epoch: int, train_loss: float, val_loss: float) -> bool:
         self.shadow_trials[member].report(val_loss, epoch)
@@ -197,15 +201,22 @@ class _Batch:
         return self.shadow_trials[member].should_prune()
 
     def done(self, member: int, trained: Trained) -> None:
-        _tell(self.study, self.trials[member], trained, self.reported[member], self.on_trial)
+        trial = self.trials[member]
+        _tell(self.study, trial, trained, self.reported[member])
+        self.told.add(member)
+        if self.on_trial is not None:
+            params = trial.params | dict(trial.user_attrs)
+            self.on_trial(TrialOutcome(trial.number, params, trained.history, trained.state))
+
+    def fail_unfinished(self) -> None:
+        for member, trial in enumerate(self.trials):
+            if member not in self.told:
+                self.study.tell(trial, state=TrialState.FAIL)
 
 
-def _tell(study: optuna.Study, trial: optuna.Trial, trained: Trained, reported: list[float], on_trial) -> None:
+def _tell(study: optuna.Study, trial: optuna.Trial, trained: Trained, reported: list[float]) -> None:
     """Record the trial's per-epoch reports, then its end: COMPLETE, or PRUNED (pruned or diverged)."""
     _record_curve(study, trial._trial_id, reported)
-    if on_trial is not None:
-        params = trial.params | dict(trial.user_attrs)
-        on_trial(TrialOutcome(trial.number, params, trained.history, trained.state))
     if trained.state == "COMPLETE":
         study.tell(trial, trained.history.final_val)
     else:

@@ -98,3 +98,18 @@ def test_mlp_width_and_depth_are_searched(product, tmp_path):
     assert result.best_params["depth"] == 1 and result.best_params["optimizer"] == "adam"
     assert "width" in study.trials[0].params and "depth" not in study.trials[0].params
     assert result.best_value == pytest.approx(mse(result.model, product.X_val, product.y_val), rel=1e-5)
+
+
+def test_an_interrupted_batch_leaves_no_trial_running(product, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'o.db'}"
+    study = create_study("stop", storage, StudySettings(6, pruner="none"))
+    space = SearchSpace(lr=FloatSpace(0.01, 0.05), epochs=IntSpace(3, 9))
+
+    def interrupt(outcome):  # Ctrl-C as the first trial of the batch ends
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        tune(study, ModelSpec("linear"), product, space, 6, on_trial=interrupt, batch=6)
+    states = [t.state for t in optuna.load_study(study_name="stop", storage=storage).trials]
+    assert len(states) == 6 and TrialState.RUNNING not in states
+    assert states.count(TrialState.FAIL) == 5 and states.count(TrialState.COMPLETE) == 1  # the one just told
