@@ -97,9 +97,10 @@ def test_parent_artifacts_load_back(runs, tmp_path, monkeypatch):
         crosses = tuple(tuple(pair) for pair in spec["crosses"])
         model = build_model(ModelSpec(spec["family"], crosses, spec["depth"], spec["width"]), 10)
         model.load_state_dict(state)
-        # Through the environment, which monkeypatch restores: mlflow.set_tracking_uri would export
-        # it for good and send later tests' runs to this store.
+        # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI, which would send later tests'
+        # runs to this store: monkeypatch takes the variable back afterwards.
         monkeypatch.setenv("MLFLOW_TRACKING_URI", client._tracking_client.tracking_uri)
+        mlflow.set_tracking_uri(client._tracking_client.tracking_uri)
         logged = mlflow.pytorch.load_model(f"runs:/{run_id}/model")
         x = torch.randn(4, 10)
         with torch.no_grad():
