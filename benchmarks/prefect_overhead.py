@@ -29,14 +29,13 @@ ROOT = Path(__file__).resolve().parents[1]
 PLAIN = """
 from pathlib import Path
 from flows.experiment import Layout, compare_task, generate_task, tune_task, version_task
-from pipeline.config import FAMILIES, load_params
+from pipeline.config import load_params
 root = Path('.').resolve()
 params = load_params(root / 'params.yaml')
 for dataset in params.datasets:
     generate_task.fn(params, dataset, Layout(root))
 for dataset in params.datasets:
-    for family in FAMILIES:
-        tune_task.fn(params, dataset, family, Layout(root), {})
+    tune_task.fn(params, dataset, Layout(root), {})
 compare_task.fn(params, Layout(root))
 version_task.fn(root, False)
 """

@@ -24,10 +24,6 @@ from pydantic import Field
 from pipeline import stages
 from pipeline.config import FAMILIES, Params, load_params
 
-# MLP tunings take about ten times longer than the linear ones: start them first so that the
-# short ones fill the gaps at the end instead of leaving a worker idle.
-LONGEST_FIRST = tuple(sorted(FAMILIES, key=lambda family: family != "mlp"))
-
 # Transient failures (a busy SQLite file, a tracking server restarting, a remote timing out).
 RETRIES = {"retries": 2, "retry_delay_seconds": 10}
 
@@ -68,9 +64,10 @@ def generate_task(params: Params, dataset: str, layout: Layout) -> str:
 
 
 @task(**RETRIES)
-def tune_task(params: Params, dataset: str, family: str, layout: Layout, tags: dict[str, str]) -> dict:
-    outputs = {family: layout.tune_outputs(dataset, family)}
-    return stages.tune(params, dataset, layout.data(dataset), outputs, tags=tags, progress=_log)[family]
+def tune_task(params: Params, dataset: str, layout: Layout, tags: dict[str, str]) -> dict[str, dict]:
+    """Every family on one dataset, as the `tune@<dataset>` stage: one recorder process for all three."""
+    outputs = {family: layout.tune_outputs(dataset, family) for family in FAMILIES}
+    return stages.tune(params, dataset, layout.data(dataset), outputs, tags=tags, progress=_log)
 
 
 @task(**RETRIES)
@@ -111,7 +108,7 @@ def generate_datasets(repo: str = ".", params_file: str = "params.yaml") -> list
 def tune_models(
     repo: str = ".", params_file: str = "params.yaml", max_concurrency: Annotated[int, Field(ge=1, le=64)] = 2
 ) -> dict:
-    """Tune every (dataset, model) pair, up to `max_concurrency` at once."""
+    """Tune every model family on every dataset, up to `max_concurrency` datasets at once."""
     root = Path(repo).resolve()
     params = load_params(root / params_file)
     tags = _flow_run_tags()
@@ -122,18 +119,13 @@ def tune_models(
     pool = ThreadPoolTaskRunner if max_concurrency == 1 else ProcessPoolTaskRunner
     with pool(max_workers=max_concurrency) as runner:
         futures = {
-            (dataset, family): runner.submit(
-                tune_task,
-                {"params": params, "dataset": dataset, "family": family, "layout": Layout(root), "tags": tags},
+            dataset: runner.submit(
+                tune_task, {"params": params, "dataset": dataset, "layout": Layout(root), "tags": tags}
             )
-            for family in LONGEST_FIRST
             for dataset in params.datasets
         }
         wait(list(futures.values()))
-    tuned: dict[str, dict[str, dict]] = {}
-    for (dataset, family), future in futures.items():
-        tuned.setdefault(dataset, {})[family] = future.result()
-    return tuned
+    return {dataset: future.result() for dataset, future in futures.items()}
 
 
 @flow(name="experiment")
