@@ -203,17 +203,13 @@ class LinearModel(nn.Module):
         super().__init__()
         self.n_features = n_features
         self.crosses = tuple(crosses)
+        # The crossed columns, kept in the state_dict so that model.pt says which products it uses.
         self.register_buffer("left", torch.tensor([i for i, _ in self.crosses], dtype=torch.long))
         self.register_buffer("right", torch.tensor([j for _, j in self.crosses], dtype=torch.long))
         self.linear = nn.Linear(n_features + len(self.crosses), 1)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.crosses:
-            return x
-        return torch.cat([x, x[:, self.left] * x[:, self.right]], dim=1)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(self.features(x)).squeeze(-1)
+        return self.linear(features(x, self.crosses)).squeeze(-1)
 
     def linear_layers(self) -> list[nn.Linear]:
         return [self.linear]
