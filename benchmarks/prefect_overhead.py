@@ -32,10 +32,9 @@ from flows.experiment import Layout, compare_task, generate_task, tune_task, ver
 from pipeline.config import load_params
 root = Path('.').resolve()
 params = load_params(root / 'params.yaml')
+md5 = {dataset: generate_task.fn(params, dataset, Layout(root)) for dataset in params.datasets}
 for dataset in params.datasets:
-    generate_task.fn(params, dataset, Layout(root))
-for dataset in params.datasets:
-    tune_task.fn(params, dataset, Layout(root), {})
+    tune_task.fn(params, dataset, Layout(root), {}, md5[dataset])
 compare_task.fn(params, Layout(root))
 version_task.fn(root, False)
 """

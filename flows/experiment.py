@@ -23,6 +23,7 @@ from pydantic import Field
 
 from pipeline import stages
 from pipeline.config import FAMILIES, Params, load_params
+from pipeline.data import file_md5
 
 # Transient failures (a busy SQLite file, a tracking server restarting, a remote timing out).
 RETRIES = {"retries": 2, "retry_delay_seconds": 10}
@@ -33,6 +34,9 @@ class Layout:
     """Where each stage writes, relative to the repo root: the paths of dvc.yaml, in one place."""
 
     root: Path
+
+    def checks(self) -> Path:
+        return self.root / "checks" / "params.txt"
 
     def data(self, dataset: str) -> Path:
         return self.root / "data" / f"{dataset}.npz"
@@ -59,15 +63,19 @@ def _flow_run_tags() -> dict[str, str]:
 
 @task(**RETRIES)
 def generate_task(params: Params, dataset: str, layout: Layout) -> str:
+    """Draw one dataset; returns the MD5 of the file written, which its tuning checks."""
     stages.generate(params, dataset, layout.data(dataset), layout.meta(dataset), progress=_log)
-    return dataset
+    return file_md5(layout.data(dataset))
 
 
 @task(**RETRIES)
-def tune_task(params: Params, dataset: str, layout: Layout, tags: dict[str, str]) -> dict[str, dict]:
-    """Every family on one dataset, as the `tune@<dataset>` stage: one recorder process for all three."""
+def tune_task(params: Params, dataset: str, layout: Layout, tags: dict[str, str], md5: str | None) -> dict[str, dict]:
+    """Every family on one dataset, as the `tune@<dataset>` stage: one recorder process for all three.
+    The dataset must still have the MD5 `generate` wrote (or dvc.lock records, when not given)."""
     outputs = {family: layout.tune_outputs(dataset, family) for family in FAMILIES}
-    return stages.tune(params, dataset, layout.data(dataset), outputs, tags=tags, progress=_log)
+    data = layout.data(dataset)
+    md5 = md5 or stages.locked_md5(data, layout.root / "dvc.lock")
+    return stages.tune(params, dataset, data, outputs, tags=tags, progress=_log, expected_md5=md5)
 
 
 @task(**RETRIES)
@@ -96,19 +104,23 @@ def promote_task(params: Params, tuned: dict[str, dict[str, dict]]) -> list[str]
 
 
 @flow(name="generate-datasets")
-def generate_datasets(repo: str = ".", params_file: str = "params.yaml") -> list[str]:
-    """Draw every dataset of params.yaml."""
+def generate_datasets(repo: str = ".", params_file: str = "params.yaml") -> dict[str, str]:
+    """Draw every dataset of params.yaml; returns the MD5 of each dataset file by name."""
     root = Path(repo).resolve()
     params = load_params(root / params_file)
-    futures = [generate_task.submit(params, name, Layout(root)) for name in params.datasets]
-    return [future.result() for future in futures]
+    futures = {name: generate_task.submit(params, name, Layout(root)) for name in params.datasets}
+    return {name: future.result() for name, future in futures.items()}
 
 
 @flow(name="tune-models")
 def tune_models(
-    repo: str = ".", params_file: str = "params.yaml", max_concurrency: Annotated[int, Field(ge=1, le=64)] = 2
+    repo: str = ".",
+    params_file: str = "params.yaml",
+    max_concurrency: Annotated[int, Field(ge=1, le=64)] = 2,
+    data_md5: dict[str, str] | None = None,
 ) -> dict:
-    """Tune every model family on every dataset, up to `max_concurrency` datasets at once."""
+    """Tune every model family on every dataset, up to `max_concurrency` datasets at once. Each
+    dataset file must have the MD5 in `data_md5` (by default: the one dvc.lock records)."""
     root = Path(repo).resolve()
     params = load_params(root / params_file)
     tags = _flow_run_tags()
@@ -120,7 +132,14 @@ def tune_models(
     with pool(max_workers=max_concurrency) as runner:
         futures = {
             dataset: runner.submit(
-                tune_task, {"params": params, "dataset": dataset, "layout": Layout(root), "tags": tags}
+                tune_task,
+                {
+                    "params": params,
+                    "dataset": dataset,
+                    "layout": Layout(root),
+                    "tags": tags,
+                    "md5": (data_md5 or {}).get(dataset),
+                },
             )
             for dataset in params.datasets
         }
@@ -139,8 +158,9 @@ def experiment(
     """The whole pipeline: datasets, tunings, report, DVC versioning, champion promotion."""
     root = Path(repo).resolve()
     params = load_params(root / params_file)  # a bad params.yaml fails the run here, before any work
-    generate_datasets(repo=str(root), params_file=params_file)
-    tuned = tune_models(repo=str(root), params_file=params_file, max_concurrency=max_concurrency)
+    stages.validate(params, Layout(root).checks())  # the `validate` stage's output, for dvc.lock
+    data_md5 = generate_datasets(repo=str(root), params_file=params_file)
+    tuned = tune_models(repo=str(root), params_file=params_file, max_concurrency=max_concurrency, data_md5=data_md5)
     compare_task(params, Layout(root))
     version_task(root, push)
     decisions = promote_task(params, tuned) if promote else []

@@ -3,9 +3,15 @@
     python -m flows.serve                          # this process serves them (one machine)
     python -m flows.deploy --work-pool equations   # register them on a process work pool (more machines)
 
-- `experiment/nightly`: the whole pipeline every night at 02:00 UTC (cron), never two at once.
-- `experiment/on-demand`: the same flow with no schedule, for runs triggered by hand.
+- `experiment/nightly`: the whole pipeline every night at 02:00 UTC (cron); trigger it by hand for
+  a run now (`prefect deployment run experiment/nightly`, or "Run" in the UI).
 - `generate-datasets/on-demand`: only the datasets.
+
+Never two experiments at once: they would write the same DVC outputs. So there is one experiment
+deployment, scheduled and triggered alike, with a concurrency limit of 1: the Prefect server holds
+a global concurrency limit for it and a run that finds the slot taken waits, AwaitingConcurrencySlot
+then Scheduled, until the run before it ends. (Two deployments of one flow cannot share a limit
+safely: `serve` re-registers each deployment at start-up and would reset a shared limit.)
 
 `serve` keeps schedules active when this process stops (`pause_on_shutdown=False`): they live in
 the Prefect server, and a restarted `python -m flows.serve` picks them up again.
@@ -16,6 +22,7 @@ from __future__ import annotations
 import os
 
 from prefect import serve
+from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 
 from flows.experiment import experiment, generate_datasets
 
@@ -28,13 +35,13 @@ DEPLOYMENTS = [
         "nightly",
         {
             "cron": NIGHTLY_CRON,
-            "concurrency_limit": 1,  # a slow night never overlaps the next one
+            # One experiment at a time: runs triggered while one is going wait for it (ENQUEUE).
+            "concurrency_limit": ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE),
             "parameters": {"repo": ".", "params_file": "params.yaml", "max_concurrency": 2},
-            "description": "Nightly re-tune of every (dataset, model); promotes a better champion.",
+            "description": "Re-tune every (dataset, model) nightly or when triggered; promotes a better champion.",
             "tags": ["equations", "nightly"],
         },
     ),
-    (experiment, "on-demand", {"concurrency_limit": 1, "tags": ["equations"]}),
     (generate_datasets, "on-demand", {"tags": ["equations"]}),
 ]
 

@@ -1,7 +1,9 @@
-"""Command line of the pipeline: `python -m pipeline {generate,tune,compare} --help`.
+"""Command line of the pipeline: `python -m pipeline COMMAND --help`.
 
 dvc.yaml calls these commands with every path spelled out. Each command validates params.yaml
-first, so a bad value stops it with one clear message before any work or any write.
+first, so a bad value stops it with one clear message before any work or any write. Errors are
+one line on stderr: exit 2 for bad input (params, data files, arguments), 1 for a fault while
+running (a store, a tampered model); `--debug` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -21,7 +23,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Can a neural network solve linear and nonlinear equations? Pipeline stages.",
     )
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: %(default)s)")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    validate = commands.add_parser("validate", help="check params.yaml; write --out if it is valid")
+    validate.add_argument("--out", type=Path, help="file to write when params.yaml is valid (the DVC stage's out)")
 
     gen = commands.add_parser("generate", help="draw one dataset from its equation")
     gen.add_argument("--dataset", required=True, help="a key under `datasets:` in params.yaml")
@@ -48,6 +54,25 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--models-dir", type=Path, required=True, help="directory of the tune stages' model dirs")
     compare.add_argument("--plots-dir", type=Path, required=True, help="directory of the tune stages' plot tables")
     compare.add_argument("--out", type=Path, required=True, help="report directory to write")
+
+    commands.add_parser(
+        "cleanup",
+        help="end runs and trials left RUNNING by dead processes",
+        description="MLflow runs whose process died (SIGKILL, a crash of the machine) end KILLED and their Optuna "
+        "trials FAIL. Only processes of this host are judged; live ones are left alone. `tune` does this first.",
+    )
+
+    predict = commands.add_parser(
+        "predict",
+        help="predict with a logged model, loaded without pickle",
+        description="Load a logged model (its files checked against the SHA-256 recorded when it was logged, its "
+        "weights read with weights_only=True) and print one prediction per input row.",
+    )
+    predict.add_argument("--model", required=True, help="models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID")
+    predict.add_argument(
+        "--row", action="append", default=[], help="inputs x0,x1,... comma-separated, as --row=-1,2,...; repeatable"
+    )
+    predict.add_argument("--csv", type=Path, help="file of input rows, comma-separated, no header")
     return parser
 
 
@@ -59,10 +84,32 @@ def main(argv: list[str] | None = None) -> int:
         params = load_params(args.params)
         _check_names(params, args)
         COMMANDS[args.command](params, args)
-    except (ConfigError, DataError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("interrupted (its open MLflow runs end FAILED, its unfinished trials FAIL)", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        code, message = _describe(exc)
+        print(f"error: {message}", file=sys.stderr)
+        return code
     return 0
+
+
+def _describe(exc: Exception) -> tuple[int, str]:
+    """Exit code and one line: 2 for bad input, 1 for anything else (its type named)."""
+    from pipeline.equations import EquationError
+    from pipeline.loading import ModelIntegrityError
+    from pipeline.stores import StoreError
+
+    if isinstance(exc, (ConfigError, DataError, EquationError, FileNotFoundError)):
+        return 2, str(exc)
+    if isinstance(exc, (StoreError, ModelIntegrityError)):
+        return 1, str(exc)
+    text = " ".join(str(exc).split())
+    return 1, f"{type(exc).__name__}: {text[:300]} (rerun with --debug for the traceback)"
 
 
 def _terminate(signum, frame) -> None:
@@ -81,6 +128,15 @@ def _generate(params: Params, args) -> None:
     stages.generate(params, args.dataset, args.out, args.meta)
 
 
+def _validate(params: Params, args) -> None:
+    from pipeline import stages
+
+    # load_params has already checked everything; reaching here means the file is valid.
+    if args.out is not None:
+        stages.validate(params, args.out)
+    print(f"{args.params}: valid ({len(params.datasets)} datasets)")
+
+
 def _tune(params: Params, args) -> None:
     from pipeline import stages
 
@@ -90,7 +146,7 @@ def _tune(params: Params, args) -> None:
         family: stages.TuneOutputs.under(args.models_dir, args.metrics_dir, args.plots_dir, args.dataset, family)
         for family in args.models
     }
-    stages.tune(params, args.dataset, args.data, outputs)
+    stages.tune(params, args.dataset, args.data, outputs, expected_md5=stages.locked_md5(args.data))
 
 
 def _compare(params: Params, args) -> None:
@@ -99,4 +155,50 @@ def _compare(params: Params, args) -> None:
     stages.compare(params, args.metrics_dir, args.models_dir, args.plots_dir, args.out)
 
 
-COMMANDS = {"generate": _generate, "tune": _tune, "compare": _compare}
+def _cleanup(params: Params, args) -> None:
+    from pipeline import stages
+
+    stages.cleanup(params)
+
+
+def _predict(params: Params, args) -> None:
+    import os
+
+    import numpy as np
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # stdout: the predictions only
+
+    from pipeline.loading import load_model
+    from pipeline.stages import predict
+
+    rows = [_floats(row, f"--row {row!r}") for row in args.row]
+    if args.csv is not None:
+        if not args.csv.is_file():
+            raise FileNotFoundError(f"--csv {args.csv}: not found")
+        lines = [line for line in args.csv.read_text().splitlines() if line.strip()]
+        rows += [_floats(line, f"{args.csv} line {n}") for n, line in enumerate(lines, 1)]
+    if not rows:
+        raise ConfigError("predict: give input rows with --row x0,x1,... or --csv FILE")
+    model = load_model(args.model, params.tracking.mlflow_tracking_uri())
+    X = np.array(rows, dtype=np.float64)
+    if X.ndim != 2 or X.shape[1] != model.n_features:
+        raise ConfigError(f"predict: the model takes {model.n_features} inputs per row, got {X.shape[-1]}")
+    for value in predict(model, X):
+        print(f"{value:.6g}")
+
+
+def _floats(text: str, where: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"{where}: expected comma-separated numbers") from None
+
+
+COMMANDS = {
+    "validate": _validate,
+    "generate": _generate,
+    "tune": _tune,
+    "compare": _compare,
+    "cleanup": _cleanup,
+    "predict": _predict,
+}

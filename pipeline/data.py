@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,9 +99,39 @@ def metadata(dataset: Dataset, spec: DatasetSpec) -> dict:
     }
 
 
-def load(data_path: Path) -> Dataset:
-    with np.load(data_path) as arrays:
-        return Dataset(**{f"{kind}_{split}": arrays[f"{kind}_{split}"] for split in SPLITS for kind in "Xy"})
+def load(data_path: Path, expected_md5: str | None = None) -> Dataset:
+    """The dataset in `data_path`, checked: its MD5 against `expected_md5` (what DVC recorded when
+    `generate` wrote it), its arrays' names, shapes and values. Any fault is a `DataError` naming
+    the file; arrays are read without pickle."""
+    data_path = Path(data_path)
+    if not data_path.is_file():
+        raise DataError(f"{data_path}: dataset file not found; run `dvc repro` (or `dvc checkout {data_path}`)")
+    if expected_md5 is not None and (actual := file_md5(data_path)) != expected_md5:
+        raise DataError(
+            f"{data_path}: MD5 {actual} differs from {expected_md5}, recorded when it was generated; "
+            f"the file was changed since. Restore it with `dvc checkout {data_path}` or regenerate it with `dvc repro`"
+        )
+    try:
+        with np.load(data_path, allow_pickle=False) as arrays:
+            dataset = Dataset(**{f"{kind}_{split}": arrays[f"{kind}_{split}"] for split in SPLITS for kind in "Xy"})
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise DataError(f"{data_path}: not a readable dataset file (truncated or corrupt?): {reason}") from None
+    _check_arrays(data_path, dataset)
+    return dataset
+
+
+def _check_arrays(data_path: Path, dataset: Dataset) -> None:
+    for split in SPLITS:
+        X, y = getattr(dataset, f"X_{split}"), getattr(dataset, f"y_{split}")
+        if X.ndim != 2 or y.ndim != 1 or len(X) != len(y) or X.shape[1] != dataset.n_features:
+            raise DataError(f"{data_path}: arrays of split {split!r} have inconsistent shapes {X.shape} and {y.shape}")
+        if not (np.issubdtype(X.dtype, np.floating) and np.issubdtype(y.dtype, np.floating)):
+            raise DataError(f"{data_path}: arrays of split {split!r} are not floating point ({X.dtype}, {y.dtype})")
+        if not (np.isfinite(X).all() and np.isfinite(y).all()):
+            raise DataError(f"{data_path}: split {split!r} holds non-finite values")
+    if len(dataset.y_train) == 0 or len(dataset.y_val) == 0:
+        raise DataError(f"{data_path}: the training or validation split is empty")
 
 
 def file_md5(path: Path) -> str:

@@ -19,6 +19,9 @@ import numpy as np
 MAX_LENGTH = 2000  # characters; longer input is refused before the parser sees it
 MAX_DEPTH = 100  # nesting of operations; keeps the recursive walks far from Python's limit
 MAX_EXPONENT = 10  # |p| in a**p; a literal cap is what stops 9**9**9**9
+# Terms the symbolic expansion (true coefficients) may produce. `(x0+...+x9)**10` is 60 characters
+# and expands to 92,378 terms (minutes and gigabytes in sympy); 1,000 terms expand in ~0.2 s.
+MAX_TERMS = 1000
 
 FUNCTIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "sin": np.sin,
@@ -82,7 +85,46 @@ def parse(text: str, n_features: int) -> Equation:
         reason = getattr(exc, "msg", None) or str(exc) or type(exc).__name__
         raise EquationError(f"equation {_short(text)} is not a valid expression: {reason}") from None
     _check(tree, text.strip(), n_features, depth=0)
+    terms = expansion_terms(tree)
+    if terms > MAX_TERMS:
+        raise EquationError(
+            f"equation {_short(text.strip())} would expand to up to {terms:,} terms (the limit is {MAX_TERMS:,}); "
+            "write a smaller polynomial"
+        )
     return Equation(text=text.strip(), n_features=n_features, tree=tree)
+
+
+def expansion_terms(node: ast.AST) -> int:
+    """An upper bound on the number of terms `sympy.expand` gives for a checked tree, or of any
+    intermediate expansion inside it: computed from the tree's shape in microseconds, so the
+    cost of expanding is known before anything is expanded."""
+    return _terms(node)[1]
+
+
+def _terms(node: ast.AST) -> tuple[int, int]:
+    """(terms of this node's expansion, the most terms of any expansion inside it)."""
+    if isinstance(node, (ast.Constant, ast.Name)):
+        return 1, 1
+    if isinstance(node, ast.UnaryOp):
+        return _terms(node.operand)
+    if isinstance(node, ast.Call):  # expand works inside the argument; the call stays one term
+        return 1, _terms(node.args[0])[1]
+    (left, left_max), (right, right_max) = _terms(node.left), _terms(node.right)
+    if isinstance(node.op, (ast.Add, ast.Sub)):
+        terms = left + right
+    elif isinstance(node.op, (ast.Mult, ast.Div)):  # a quotient is distributed like a product
+        terms = left * right
+    else:  # a**p with a literal p: a multinomial, C(t + p - 1, p) terms, for an integer p
+        exponent = _literal(node.right)
+        terms = math.comb(left + abs(int(exponent)) - 1, abs(int(exponent))) if float(exponent).is_integer() else left
+    return terms, max(terms, left_max, right_max)
+
+
+def _literal(node: ast.AST) -> float:
+    if isinstance(node, ast.UnaryOp):
+        value = _literal(node.operand)
+        return -value if isinstance(node.op, ast.USub) else value
+    return node.value
 
 
 def _short(text: str, limit: int = 60) -> str:

@@ -228,6 +228,7 @@ class LinearModel(nn.Module):
 class MLP(nn.Module):
     def __init__(self, n_features: int, depth: int, width: int):
         super().__init__()
+        self.n_features = n_features
         layers: list[nn.Module] = []
         size = n_features
         for _ in range(depth):

@@ -13,6 +13,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 
@@ -41,3 +43,12 @@ def _prepare_worker() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     # One thread for the little torch work here (scoring, saving): the other core is training.
     os.environ["OMP_NUM_THREADS"] = "1"
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    # A trainer killed with SIGKILL cannot shut the pool down; without this the worker would wait
+    # for work forever. Its unfinished runs are ended KILLED by the next run's cleanup.
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)

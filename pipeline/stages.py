@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from pipeline import data as datasets
 from pipeline.config import Params, TuningConfig, cross_indices
@@ -82,6 +83,23 @@ def study_settings(cfg: TuningConfig):
     )
 
 
+# What `validate` writes: the same text whenever params.yaml is valid, so that the stages that
+# depend on it (all of them) rerun for their own params, never because the check ran again.
+VALID = (
+    "params.yaml is valid.\n"
+    "Written by the `validate` stage, which every other stage depends on: DVC runs it first, so a\n"
+    "params.yaml mistake stops `dvc repro` before any stage's outputs are removed.\n"
+)
+
+
+def validate(params: Params, out: Path) -> None:
+    """Stage `validate`: `params` were validated when they were loaded; record that in `out`."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not out.is_file() or out.read_text() != VALID:  # unchanged: not even its mtime moves
+        out.write_text(VALID)
+
+
 def generate(params: Params, name: str, data_path: Path, meta_path: Path, progress: Progress = print) -> None:
     """Stage `generate`: draw one dataset and write its arrays and metadata."""
     spec = dataset_spec(params, name)
@@ -94,13 +112,47 @@ def generate(params: Params, name: str, data_path: Path, meta_path: Path, progre
 
 
 def prepare_stores(params: Params) -> None:
-    """Create the MLflow experiment and the Optuna tables up front, before concurrent tunings."""
-    import optuna
-
+    """Open both stores once (creating their schema under a lock if they are new): a clear
+    `StoreError` now rather than in the middle of a tuning."""
+    from pipeline import stores
     from pipeline.tracking import Tracker
 
     Tracker(params.tracking.mlflow_tracking_uri(), params.tracking.experiment)
-    optuna.storages.get_storage(params.tracking.optuna_storage_url())
+    stores.optuna_storage(params.tracking.optuna_storage_url())
+
+
+def cleanup(params: Params, progress: Progress = print) -> tuple[list[str], int]:
+    """End the runs and trials of processes that died without ending them (SIGKILL, power loss):
+    MLflow runs become KILLED, Optuna trials FAIL. Live processes and other hosts are left alone.
+    Returns the ended run ids and the number of failed trials."""
+    from pipeline import stores
+    from pipeline.tracking import Tracker
+    from pipeline.tune import fail_orphans
+
+    runs = Tracker(params.tracking.mlflow_tracking_uri(), params.tracking.experiment).end_orphans()
+    trials = fail_orphans(stores.optuna_storage(params.tracking.optuna_storage_url()))
+    _report_cleanup(runs, trials, progress)
+    if not runs and not trials:
+        progress("cleanup: nothing left RUNNING by a dead process")
+    return runs, trials
+
+
+def locked_md5(path: Path, lock: Path = Path("dvc.lock")) -> str | None:
+    """The MD5 that dvc.lock records for `path` as a stage output, or None if it records none.
+
+    Paths in dvc.lock are relative to its folder (the repo root, where DVC runs the stages)."""
+    if not lock.is_file():
+        return None
+    try:
+        key = Path(path).resolve().relative_to(lock.resolve().parent).as_posix()
+        stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+    except (ValueError, OSError, yaml.YAMLError, AttributeError):
+        return None
+    for stage in stages.values():
+        for out in stage.get("outs", []) if isinstance(stage, dict) else []:
+            if isinstance(out, dict) and out.get("path") == key:
+                return out.get("md5")
+    return None
 
 
 @dataclass(frozen=True)
@@ -137,24 +189,34 @@ def tune(
     outputs: dict[str, TuneOutputs],
     tags: dict[str, str] | None = None,
     progress: Progress = print,
+    expected_md5: str | None = None,
 ) -> dict[str, dict]:
     """Stage `tune`: tune each family of `outputs` on one dataset, one after another, tracked in MLflow.
 
     Training runs here; the record (MLflow runs, plots, stage outputs) is written by a `Recorder`
     process meanwhile. Returns, per family, the metrics plus the MLflow parent run's id (`run_id`)
     and its model's URI (`model_uri`). Parent runs end FAILED if anything fails or is interrupted.
+    The dataset is refused unless its MD5 is `expected_md5` (when given: what DVC recorded). Runs
+    and trials that dead processes left RUNNING in the same stores are ended first.
     """
+    from pipeline import liveness, stores
     from pipeline.recorder import Recorder
     from pipeline.tracking import Target, commit_tags
 
+    dataset = datasets.load(Path(data_path), expected_md5)  # refused here, before any run is opened
     source = (dataset_name, datasets.file_md5(Path(data_path)), str(data_path))  # name, DVC hash, path
-    base_tags = commit_tags() | {"dataset": dataset_name} | (tags or {})
+    base_tags = commit_tags() | {"dataset": dataset_name} | liveness.owner() | (tags or {})
     uri, experiment = params.tracking.mlflow_tracking_uri(), params.tracking.experiment
     targets = {family: Target(uri, experiment, base_tags | {"model": family}) for family in outputs}
     with Recorder() as recorder:
-        # Opened first: the recorder starts (imports, store set-up) while this process loads torch.
+        # Submitted first: the recorder starts (imports, store set-up) while this process loads torch.
+        orphans = recorder.submit(end_orphan_runs, Target(uri, experiment))
         opened = recorder.submit(open_runs, targets, dataset_name, {"role": "parent"}, source)
-        dataset = _training_data(params, data_path)
+        from pipeline.tune import fail_orphans  # torch and optuna: imported while the recorder starts
+
+        _use_threads(params.training.threads)
+        storage = stores.optuna_storage(params.tracking.optuna_storage_url())
+        _report_cleanup(orphans.result(), fail_orphans(storage), progress)
         parents = opened.result()
         unrecorded = dict(parents)  # parent runs not yet handed to `record_best`
         trials: list = []
@@ -162,8 +224,17 @@ def tune(
             futures = {}
             for family, family_outputs in outputs.items():
                 futures[family] = _tune_family(
-                    params, dataset, family, family_outputs, recorder, targets[family], parents[family], source,
-                    trials, progress,
+                    params,
+                    dataset,
+                    storage,
+                    family,
+                    family_outputs,
+                    recorder,
+                    targets[family],
+                    parents[family],
+                    source,
+                    trials,
+                    progress,
                 )
                 del unrecorded[family]
             for trial in trials:
@@ -175,16 +246,34 @@ def tune(
             raise
 
 
-def _training_data(params: Params, data_path: Path) -> datasets.Dataset:
+def _use_threads(threads: int) -> None:
     import torch
 
-    torch.set_num_threads(params.training.threads)
-    return datasets.load(Path(data_path))
+    torch.set_num_threads(threads)
 
 
-def _tune_family(params, dataset, family, outputs, recorder, target, parent_id, source, trials: list, progress):
+def _report_cleanup(runs: list[str], trials: int, progress: Progress) -> None:
+    if runs or trials:
+        progress(
+            f"cleanup: {len(runs)} MLflow run(s) ended KILLED and {trials} Optuna trial(s) failed: "
+            "their processes died without ending them"
+        )
+
+
+def end_orphan_runs(target) -> list[str]:
+    return target.tracker().end_orphans()
+
+
+def study_name(experiment: str, name: str, parent_id: str) -> str:
+    """One study per tuning run, named after its MLflow parent run: `equations/product/mlp/<run id>`."""
+    return f"{experiment}/{name}/{parent_id}"
+
+
+def _tune_family(
+    params, dataset, storage, family, outputs, recorder, target, parent_id, source, trials: list, progress
+):
     """Run every trial of one family here; returns the recorder's future of its results."""
-    from pipeline import train
+    from pipeline import liveness, train
     from pipeline.tune import create_study
     from pipeline.tune import tune as run_study
 
@@ -193,13 +282,20 @@ def _tune_family(params, dataset, family, outputs, recorder, target, parent_id, 
     tensors = train.Tensors.from_arrays(
         dataset.X_train, dataset.y_train, dataset.X_val, dataset.y_val, device=params.training.device
     )
-    study = create_study(
-        f"{params.tracking.experiment}/{name}", params.tracking.optuna_storage_url(), study_settings(tuning)
-    )
+    attrs = {"dataset": source[0], "model": family, "mlflow_run_id": parent_id} | liveness.owner()
+    study_id = study_name(params.tracking.experiment, name, parent_id)
+    study = create_study(study_id, storage, study_settings(tuning), attrs)
+    recorder.submit(tag_run, target, parent_id, {"optuna_study": study.study_name})
     on_trial = _trial_logger(recorder, target, parent_id, name, tuning.n_trials, source, trials, progress)
     result = run_study(
-        study, model_spec(params, family, dataset.n_features), tensors, search_space(tuning),
-        tuning.n_trials, tuning.sampler_seed, on_trial, batch=tuning.trials_per_batch,
+        study,
+        model_spec(params, family, dataset.n_features),
+        tensors,
+        search_space(tuning),
+        tuning.n_trials,
+        tuning.sampler_seed,
+        on_trial,
+        batch=tuning.trials_per_batch,
     )
     progress(
         f"[{name}] best trial {result.best_trial}: val_mse={result.best_value:.4g} in {result.seconds:.1f}s; "
@@ -221,6 +317,10 @@ def open_run(target, name: str, tags: dict[str, str], parent_id: str | None, sou
     run_id = tracker.start(name, tags, parent_id)
     tracker.log_dataset(run_id, *source)
     return run_id
+
+
+def tag_run(target, run_id: str, tags: dict[str, str]) -> None:
+    target.tracker().log(run_id, tags=tags)
 
 
 def close_run(target, run_id: str, status: str) -> None:
@@ -246,7 +346,8 @@ def _trial_logger(recorder, target, parent_id, name, n_trials, source, pending: 
 def record_trial(target, parent_id: str, name: str, outcome, source: tuple[str, str, str]) -> None:
     """One nested run per trial: its params, final val_mse if it completed, per-epoch curves."""
     value = outcome.history.val_loss[-1] if outcome.history.val_loss else float("nan")
-    status = "FAILED" if outcome.state == "DIVERGED" else "FINISHED"
+    # A diverged trial failed; an interrupted one (Ctrl-C, SIGTERM) was killed.
+    status = {"DIVERGED": "FAILED", "FAIL": "KILLED"}.get(outcome.state, "FINISHED")
     tags = {"trial": str(outcome.number), "optuna_state": outcome.state}
     tracker = target.tracker()
     with tracker.run(f"{name}/trial-{outcome.number}", tags, parent_id, status) as run_id:
@@ -258,6 +359,8 @@ def record_trial(target, parent_id: str, name: str, outcome, source: tuple[str, 
 def record_best(target, parent_id: str, result, dataset, data_spec, outputs: TuneOutputs) -> dict:
     """Score the best model, write the stage outputs, complete the parent run; returns the metrics,
     `run_id` and `model_uri`. The parent run ends FAILED if any of it fails."""
+    from pipeline import loading
+
     tracker = target.tracker()
     name = f"{data_spec.name}/{result.spec.family}"
     try:
@@ -268,7 +371,9 @@ def record_best(target, parent_id: str, result, dataset, data_spec, outputs: Tun
             "train_seconds": round(result.history.seconds, 3),
         }
         files = write_artifacts(result.model, result, metrics, dataset, data_spec, name, outputs)
-        tracker.log(parent_id, params=_run_params(result), metrics=metrics, tags=_equation_tags(result.model))
+        # The files' SHA-256 go to the tracking store: `pipeline.load_model` refuses files that differ.
+        tags = _equation_tags(result.model) | loading.digests(outputs.model_dir)
+        tracker.log(parent_id, params=_run_params(result), metrics=metrics, tags=tags)
         tracker.log_history(parent_id, result.history.train_loss, result.history.val_loss)
         tracker.log_artifacts(parent_id, files)
         X_example = np.asarray(dataset.X_val[:5], dtype=np.float32)
@@ -330,7 +435,9 @@ def write_artifacts(model, result, metrics, dataset, data_spec, title, outputs: 
     staging.mkdir(parents=True)
     torch.save(model.state_dict(), staging / "model.pt")
     (staging / "spec.json").write_text(
-        json.dumps(asdict(result.spec) | {"settings": asdict(result.settings)}, indent=2)
+        json.dumps(
+            asdict(result.spec) | {"n_features": dataset.n_features, "settings": asdict(result.settings)}, indent=2
+        )
     )
     report.plot_loss_curve(staging / "loss_curve.png", result.history.train_loss, result.history.val_loss, title)
     report.plot_predictions(staging / "predictions.png", {title: (dataset.y_val, y_val_pred)}, title)

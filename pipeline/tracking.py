@@ -50,21 +50,15 @@ class Tracker:
     """An MLflow experiment plus the tags every run of this process carries."""
 
     def __init__(self, tracking_uri: str, experiment: str, tags: dict[str, str] | None = None):
-        from mlflow import MlflowClient
+        from pipeline import stores
 
         self.tracking_uri = tracking_uri
-        self.client = MlflowClient(tracking_uri)
-        found = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = found.experiment_id if found else self._create(experiment)
-        self.tags = dict(tags or {})
-
-    def _create(self, experiment: str) -> str:
         # With a local SQLite store, keep artifacts beside the database, wherever the process runs
         # (MLflow's default, ./mlruns, follows the working directory).
-        location = None
-        if self.tracking_uri.startswith("sqlite:///"):
-            location = (Path(self.tracking_uri.removeprefix("sqlite:///")).parent / "mlruns").resolve().as_uri()
-        return self.client.create_experiment(experiment, artifact_location=location)
+        database = stores.sqlite_path(tracking_uri)
+        location = (database.parent / "mlruns").resolve().as_uri() if database else None
+        self.client, self.experiment_id = stores.mlflow_experiment(tracking_uri, experiment, location)
+        self.tags = dict(tags or {})
 
     @contextmanager
     def run(
@@ -87,6 +81,25 @@ class Tracker:
 
     def end(self, run_id: str, status: str) -> None:
         self.client.set_terminated(run_id, status)
+
+    def end_orphans(self) -> list[str]:
+        """End KILLED every RUNNING run of the experiment whose owner process is gone (see
+        `liveness`); returns their ids. Runs of live processes and of other hosts are left alone."""
+        from pipeline import liveness
+
+        ended, token = [], None
+        while True:
+            page = self.client.search_runs(
+                [self.experiment_id], "attributes.status = 'RUNNING'", max_results=1000, page_token=token
+            )
+            for run in page:
+                if liveness.is_gone(run.data.tags):
+                    self.client.set_tag(run.info.run_id, "ended_by", "cleanup: its process was gone")
+                    self.end(run.info.run_id, "KILLED")
+                    ended.append(run.info.run_id)
+            token = page.token
+            if not token:
+                return ended
 
     def log(self, run_id: str, params: dict | None = None, metrics: dict | None = None, tags: dict | None = None):
         from mlflow.entities import Metric, Param, RunTag

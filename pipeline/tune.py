@@ -62,7 +62,7 @@ class TrialOutcome:
     number: int
     params: dict
     history: History
-    state: str  # "COMPLETE" | "PRUNED" | "DIVERGED"
+    state: str  # "COMPLETE" | "PRUNED" | "DIVERGED" | "FAIL" (interrupted)
 
 
 @dataclass
@@ -113,13 +113,12 @@ def make_pruner(settings: StudySettings) -> optuna.pruners.BasePruner:
     )
 
 
-def create_study(name: str, storage: str, settings: StudySettings) -> optuna.Study:
-    """A fresh study: a rerun replaces the old one, so its result depends on the params alone."""
-    try:
-        optuna.delete_study(study_name=name, storage=storage)
-    except KeyError:
-        pass
-    return optuna.create_study(
+def create_study(name: str, storage, settings: StudySettings, attrs: dict[str, str] | None = None) -> optuna.Study:
+    """A new study named `name` (unique per tuning run: earlier studies are kept, never reused),
+    with `attrs` as its user attributes. A fresh study and a seeded sampler: the result depends on
+    the params alone, however many studies the storage holds."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the caller reports progress
+    study = optuna.create_study(
         study_name=name,
         storage=storage,
         direction="minimize",
@@ -127,6 +126,26 @@ def create_study(name: str, storage: str, settings: StudySettings) -> optuna.Stu
         sampler=optuna.samplers.TPESampler(seed=settings.sampler_seed, constant_liar=True),
         pruner=make_pruner(settings),
     )
+    for key, value in (attrs or {}).items():
+        study.set_user_attr(key, value)
+    return study
+
+
+def fail_orphans(storage) -> int:
+    """Tell FAIL every RUNNING trial of a study whose owner process is gone (see `liveness`).
+
+    A tuning killed with SIGKILL cannot tell its trials; this is what its next run does first.
+    Returns how many trials it failed."""
+    from pipeline import liveness
+
+    failed = 0
+    for study in storage.get_all_studies():
+        if not liveness.is_gone(study.user_attrs):
+            continue
+        for trial in storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+            storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            failed += 1
+    return failed
 
 
 def tune(
@@ -193,11 +212,13 @@ class _Batch:
         self.shadow.add_trials(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
         self.shadow_trials = [self.shadow.ask() for _ in trials]
         self.reported: list[list[float]] = [[] for _ in trials]
+        self.trained: list[list[float]] = [[] for _ in trials]
         self.told: set[int] = set()
 
     def stop(self, member: int, epoch: int, train_loss: float, val_loss: float) -> bool:
         self.shadow_trials[member].report(val_loss, epoch)
         self.reported[member].append(val_loss)
+        self.trained[member].append(train_loss)
         return self.shadow_trials[member].should_prune()
 
     def done(self, member: int, trained: Trained) -> None:
@@ -209,9 +230,16 @@ class _Batch:
             self.on_trial(TrialOutcome(trial.number, params, trained.history, trained.state))
 
     def fail_unfinished(self) -> None:
-        for member, trial in enumerate(self.trials):
-            if member not in self.told:
-                self.study.tell(trial, state=TrialState.FAIL)
+        """Tell FAIL every trial not yet told, with the curve it had reached (it was interrupted);
+        all of them first, then `on_trial` for each, so that an error there leaves none RUNNING."""
+        unfinished = [member for member in range(len(self.trials)) if member not in self.told]
+        for member in unfinished:
+            trial = self.trials[member]
+            _record_curve(self.study, trial._trial_id, self.reported[member])
+            self.study.tell(trial, state=TrialState.FAIL)
+        for member in unfinished if self.on_trial is not None else ():
+            trial, history = self.trials[member], History(self.trained[member], self.reported[member])
+            self.on_trial(TrialOutcome(trial.number, trial.params | dict(trial.user_attrs), history, "FAIL"))
 
 
 def _tell(study: optuna.Study, trial: optuna.Trial, trained: Trained, reported: list[float]) -> None:

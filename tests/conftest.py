@@ -84,3 +84,10 @@ def lock_md5(root: Path, path: str) -> str:
 def stored(cache_or_remote: Path, md5: str) -> bool:
     """Whether a DVC cache or local remote holds the object with this md5."""
     return (cache_or_remote / "files" / "md5" / md5[:2] / md5[2:]).is_file()
+
+
+def run(root: Path, *args: str, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Like `sh`, for commands that are expected to fail: the finished process, whatever its exit code."""
+    env = (env or os.environ) | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    env = {k: v for k, v in env.items() if k not in ("MLFLOW_TRACKING_URI", "OPTUNA_STORAGE")}
+    return subprocess.run(args, cwd=root, env=env, capture_output=True, text=True, timeout=timeout)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import conftest
 import mlflow
 import pytest
 import torch
@@ -152,4 +153,28 @@ def test_exp_run_on_a_dataset_key_reruns_only_that_dataset(repo):
     git_commit_all(root, "results")
     output = sh(root, "dvc", "exp", "run", "-S", "datasets.product.seed=5")
     ran = sorted(line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage"))
-    assert ran == ["compare", "generate@product", "tune@product"]
+    assert ran == ["compare", "generate@product", "tune@product", "validate"]  # validate: a second, no torch
+
+
+def test_a_params_typo_deletes_nothing_and_its_fix_retrains_nothing(repo):
+    root, _ = repo
+    sh(root, "dvc", "repro")  # whatever the test before left, everything up to date
+    git_commit_all(root, "before the typo")
+    outputs = _outputs(root)
+    params = root / "params.yaml"
+    good = params.read_text()
+    params.write_text(good.replace("n_samples: 300", "n_samples: 3OO", 1))
+    failed = conftest.run(root, "dvc", "repro")
+    assert failed.returncode != 0
+    assert "datasets.linear.n_samples = '3OO'" in failed.stdout + failed.stderr
+    assert sh(root, "git", "status", "--porcelain").split() == ["M", "params.yaml"]
+    assert _outputs(root) == outputs  # every output still there
+    params.write_text(good)
+    output = sh(root, "dvc", "repro")
+    assert "Running stage" not in output
+    assert sh(root, "git", "status", "--porcelain") == ""
+
+
+def _outputs(root: Path) -> list[Path]:
+    folders = ("checks", "data", "models", "metrics", "plots", "reports")
+    return sorted(path for folder in folders for path in (root / folder).rglob("*"))

@@ -118,23 +118,34 @@ def test_nightly_schedule_is_registered_and_follows_the_cron(served):
     assert now < first <= now + timedelta(days=1)
 
 
-def test_triggered_experiment_completes_with_every_output(served):
+def test_two_triggered_experiments_run_one_at_a_time_and_complete_with_every_output(served):
     api, repo, env, _ = served
-    on_demand = wait_for(lambda: _deployment(api, "experiment", "on-demand"), 120, "the on-demand deployment")
-    run = _post(api, f"/deployments/{on_demand['id']}/create_flow_run", {"parameters": {"max_concurrency": 2}})
+    nightly = wait_for(lambda: _deployment(api, "experiment", "nightly"), 120, "the experiment deployment")
+    runs = [
+        _post(api, f"/deployments/{nightly['id']}/create_flow_run", {"parameters": {"max_concurrency": 2}})
+        for _ in range(2)
+    ]
+    seen: list[list[str]] = []  # each poll: the state of both runs
 
     def finished():
-        state = httpx.get(f"{api}/flow_runs/{run['id']}", timeout=10).json()["state"]
-        return state if state["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
+        states = [httpx.get(f"{api}/flow_runs/{run['id']}", timeout=10).json()["state"] for run in runs]
+        seen.append([state["type"] for state in states])
+        return states if all(s["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") for s in states) else None
 
-    state = wait_for(finished, 420, "the triggered run to finish", interval=2)
-    assert state["type"] == "COMPLETED", state
+    states = wait_for(finished, 600, "both triggered runs to finish", interval=0.5)
+    assert [state["type"] for state in states] == ["COMPLETED", "COMPLETED"], states
+    assert max(poll.count("RUNNING") for poll in seen) == 1  # never both at once ...
+    assert any(poll.count("RUNNING") == 1 and "SCHEDULED" in poll for poll in seen)  # ... one waited for the other
+    history = [httpx.get(f"{api}/flow_runs/{run['id']}", timeout=10).json() for run in runs]
+    starts = sorted((h["start_time"], h["end_time"]) for h in history)
+    assert starts[0][1] <= starts[1][0]  # the second started after the first ended
 
     client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
     experiment_id = client.get_experiment_by_name("equations").experiment_id
-    tagged = client.search_runs([experiment_id], f"tags.prefect_flow_run_id = '{run['id']}'", max_results=1000)
-    assert len(tagged) == 6 + 6 * 2 + 1  # 2 datasets x 3 models, each with 2 trials, and the report
-    assert all(r.info.status in ("FINISHED", "FAILED") for r in tagged)
+    for run in runs:
+        tagged = client.search_runs([experiment_id], f"tags.prefect_flow_run_id = '{run['id']}'", max_results=1000)
+        assert len(tagged) == 6 + 6 * 2 + 1  # 2 datasets x 3 models, each with 2 trials, and the report
+        assert all(r.info.status == "FINISHED" for r in tagged)
 
     assert "up to date" in sh(repo, "dvc", "status", env=env)
     for dataset in ("linear", "product"):

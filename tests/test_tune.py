@@ -79,15 +79,20 @@ def test_trials_are_asked_in_batches_from_a_sampler_that_expects_it(product, tmp
     assert [t.number for t in study.trials] == [0, 1, 2, 3, 4]
 
 
-def test_rerun_replaces_the_study_and_repeats_its_result(product, tmp_path):
+def test_a_rerun_gets_its_own_study_keeps_the_old_one_and_repeats_its_result(product, tmp_path):
     storage = f"sqlite:///{tmp_path / 'o.db'}"
     space = SearchSpace(lr=FloatSpace(0.01, 0.05), epochs=IntSpace(3, 3))
     values = []
-    for _ in range(2):
-        study = create_study("again", storage, StudySettings(2, sampler_seed=7))
+    for run in range(2):
+        study = create_study(f"again/{run}", storage, StudySettings(2, sampler_seed=7), {"mlflow_run_id": f"r{run}"})
         values.append(tune(study, ModelSpec("linear"), product, space, 2).best_value)
-        assert len(study.trials) == 2
     assert values[0] == values[1]
+    studies = {s.study_name: s for s in optuna.get_all_study_summaries(storage)}
+    assert sorted(studies) == ["again/0", "again/1"]
+    assert [s.n_trials for s in studies.values()] == [2, 2]
+    assert studies["again/1"].user_attrs == {"mlflow_run_id": "r1"}
+    with pytest.raises(optuna.exceptions.DuplicatedStudyError):  # never reused, never replaced
+        create_study("again/0", storage, StudySettings(2))
 
 
 def test_mlp_width_and_depth_are_searched(product, tmp_path):
@@ -113,3 +118,25 @@ def test_an_interrupted_batch_leaves_no_trial_running(product, tmp_path):
     states = [t.state for t in optuna.load_study(study_name="stop", storage=storage).trials]
     assert len(states) == 6 and TrialState.RUNNING not in states
     assert states.count(TrialState.FAIL) == 5 and states.count(TrialState.COMPLETE) == 1  # the one just told
+
+
+def test_an_interrupted_batch_reports_its_unfinished_trials_as_fail_with_their_curves(product, tmp_path):
+    study = create_study("stop", f"sqlite:///{tmp_path / 'o.db'}", StudySettings(4, pruner="none"))
+    space = SearchSpace(lr=FloatSpace(0.01, 0.05), epochs=IntSpace(3, 9))
+    seen = []
+
+    def interrupt_once(outcome):  # Ctrl-C as the first trial ends; the tracker still hears of the rest
+        seen.append(outcome)
+        if len(seen) == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        tune(study, ModelSpec("linear"), product, space, 4, on_trial=interrupt_once, batch=4)
+    assert [o.state for o in seen] == ["COMPLETE", "FAIL", "FAIL", "FAIL"]
+    first_epochs = len(seen[0].history.val_loss)
+    for outcome in seen[1:]:  # interrupted in the epoch where the first one ended, or just after it
+        epochs = len(outcome.history.val_loss)
+        assert first_epochs - 1 <= epochs <= first_epochs and len(outcome.history.train_loss) == epochs
+        trial = study.trials[outcome.number]
+        assert trial.state == TrialState.FAIL
+        assert [trial.intermediate_values[e] for e in range(epochs)] == outcome.history.val_loss

@@ -1,0 +1,120 @@
+"""Opening the MLflow tracking store and the Optuna storage: safely at once, with clear errors.
+
+- **Many processes at once.** The first use of a fresh SQLite file creates its schema: MLflow runs
+  its alembic migrations, Optuna creates its tables. Two processes doing that at once collide
+  (`table _alembic_tmp_experiments already exists`, `UNIQUE constraint failed`). So the first use
+  of a SQLite store happens under a file lock beside it (`<file>.lock`); later uses find the
+  schema there and only wait for the lock, milliseconds. Server databases (PostgreSQL) and HTTP
+  tracking servers need no lock: their own transactions serialise schema creation.
+- **Clear errors.** A missing folder, an unwritable file, a schema written by a newer MLflow or
+  Optuna: `StoreError`, one line naming the URL and what is wrong, instead of a driver traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+SQLITE = "sqlite:///"
+LOCK_TIMEOUT_S = 120  # the first MLflow migration on a slow disk takes seconds, not minutes
+SQLITE_BUSY_TIMEOUT_S = 60  # concurrent writers wait for each other instead of failing at once
+
+
+class StoreError(RuntimeError):
+    """A tracking store or study storage that cannot be opened or used."""
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a `sqlite:///` URL; None for other URLs and in-memory databases."""
+    if not url.startswith(SQLITE) or url.removeprefix(SQLITE) in ("", ":memory:"):
+        return None
+    return Path(url.removeprefix(SQLITE).split("?", 1)[0])
+
+
+@contextlib.contextmanager
+def first_use(url: str, what: str) -> Iterator[None]:
+    """Hold the store's lock (SQLite files only) and turn any failure into a `StoreError`."""
+    path = sqlite_path(url)
+    try:
+        if path is None:
+            yield
+            return
+        if not path.parent.is_dir():
+            raise StoreError(f"{what} {url}: folder {path.parent} does not exist")
+        from filelock import FileLock, Timeout
+
+        try:
+            with FileLock(f"{path}.lock", timeout=LOCK_TIMEOUT_S):
+                yield
+        except Timeout:
+            raise StoreError(f"{what} {url}: {path}.lock held by another process for {LOCK_TIMEOUT_S} s") from None
+    except StoreError:
+        raise
+    except Exception as exc:  # the drivers' errors: sqlalchemy, alembic, MlflowException, RuntimeError
+        raise StoreError(f"{what} {url}: {describe(exc)}") from exc
+
+
+def describe(exc: BaseException) -> str:
+    """The reason in one line, with what to do where we know it."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    lowered = text.lower()
+    if schema := re.search(r"found version (\w+), but expected (\w+)", text):
+        return _mlflow_schema(*schema.groups())
+    if "readonly database" in lowered or "permission denied" in lowered:
+        return "not writable (read-only file or folder)"
+    if "unable to open database file" in lowered:
+        return "cannot open the database file (missing folder or no permission)"
+    if "can't locate revision" in lowered or "no longer compatible" in lowered or "newer" in lowered:
+        return f"the schema was written by a newer version; upgrade mlflow/optuna or use another store ({text[:160]})"
+    if "file is not a database" in lowered or "malformed" in lowered:
+        return "not an SQLite database (corrupt or another kind of file)"
+    return text if len(text) <= 240 else text[:240] + "..."
+
+
+def _mlflow_schema(found: str, expected: str) -> str:
+    import mlflow
+
+    versions = Path(mlflow.__file__).parent / "store" / "db_migrations" / "versions"
+    if any(versions.glob(f"{found}_*.py")):
+        return f"schema {found} is older than this MLflow's ({expected}): back it up, then `mlflow db upgrade <uri>`"
+    return (
+        f"schema {found} is newer than this MLflow {mlflow.__version__} knows ({expected}): it was written by a "
+        "newer MLflow; upgrade mlflow, or point tracking.mlflow_uri at another store"
+    )
+
+
+def mlflow_experiment(tracking_uri: str, experiment: str, artifact_location: str | None = None):
+    """An `MlflowClient` of the store and the id of `experiment` in it, created if missing. The
+    client is made under the lock: making it is what creates (migrates) a new store's schema."""
+    from mlflow import MlflowClient
+
+    with first_use(tracking_uri, "MLflow tracking store"):
+        client = MlflowClient(tracking_uri)
+        found = client.get_experiment_by_name(experiment)
+        if found is not None:
+            if found.lifecycle_stage == "deleted":
+                raise StoreError(
+                    f"MLflow tracking store {tracking_uri}: experiment {experiment!r} is deleted; restore it "
+                    f"(`mlflow experiments restore --experiment-id {found.experiment_id}`) or choose another "
+                    "tracking.experiment"
+                )
+            return client, found.experiment_id
+        try:
+            return client, client.create_experiment(experiment, artifact_location=artifact_location)
+        except Exception as exc:  # a tracking server: another process created it meanwhile
+            if getattr(exc, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
+                raise
+            return client, client.get_experiment_by_name(experiment).experiment_id
+
+
+def optuna_storage(url: str):
+    """Optuna's storage for `url`, its tables created under the lock on first use."""
+    import optuna
+
+    with first_use(url, "Optuna storage"):
+        if url.startswith("sqlite:"):
+            engine = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine)
+        return optuna.storages.get_storage(url)
