@@ -14,11 +14,11 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from pipeline.equations import EquationError, parse
+from pipeline.equations import FUNCTIONS, EquationError, parse
+from pipeline.terms import MAX_DEGREE, MAX_TERMS, canonical, library_size
 
 FAMILIES = ("linear", "cross", "mlp")  # simplest first
 NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
-CROSS = re.compile(r"x(\d+)\s*\*\s*x(\d+)|x(\d+)\s*\*\*\s*2")
 
 
 class ConfigError(ValueError):
@@ -69,18 +69,13 @@ class LinearConfig(Strict):
 
 
 class CrossConfig(Strict):
-    # `auto`: every pairwise product and square; else an explicit list such as [x0*x1, x0**2].
-    crosses: Literal["auto"] | list[str] = "auto"
+    """The cross family's library of terms, beside the raw inputs (see pipeline/terms.py)."""
 
-    @field_validator("crosses")
-    @classmethod
-    def _well_formed(cls, crosses):
-        if crosses == "auto":
-            return crosses
-        for term in crosses:
-            if not CROSS.fullmatch(term.strip()):
-                raise ValueError(f"cross {term!r} is not of the form xI*xJ or xI**2")
-        return crosses
+    # `auto`: every monomial of degree 2..`degree`, plus `functions` of each input; or an explicit
+    # list of terms such as [x0*x1*x2, sin(x0)], parsed by the equation parser.
+    crosses: Literal["auto"] | Annotated[list[str], Field(min_length=1)] = "auto"
+    degree: Annotated[int, Field(ge=1, le=MAX_DEGREE)] = 2
+    functions: list[Literal[tuple(FUNCTIONS)]] = []  # noqa: F821 (a Literal of the allow-list)
 
 
 class MLPConfig(Strict):
@@ -190,23 +185,22 @@ class Params(Strict):
         missing = [family for family in FAMILIES if family not in self.tuning]
         if missing:
             raise ValueError(f"tuning: no entry for model(s) {missing}")
-        crosses = self.models.cross.crosses
-        if crosses != "auto":
-            for name, dataset in self.datasets.items():
-                for term in crosses:
-                    if max(cross_indices(term)) >= dataset.n_features:
-                        raise ValueError(
-                            f"models.cross.crosses = {crosses}: {term!r} needs more features than "
-                            f"dataset {name!r} has ({dataset.n_features}); use 'auto' or drop the term"
-                        )
+        cross = self.models.cross
+        for name, dataset in self.datasets.items():
+            n = dataset.n_features
+            if cross.crosses != "auto":
+                for term in cross.crosses:
+                    try:
+                        canonical(term, n)
+                    except EquationError as exc:
+                        raise ValueError(f"models.cross.crosses = {cross.crosses}: {exc} (dataset {name!r})") from None
+            elif (size := library_size(n, cross.degree, len(cross.functions))) > MAX_TERMS:
+                raise ValueError(
+                    f"models.cross.degree = {cross.degree}: with {len(cross.functions)} function(s) the library of "
+                    f"dataset {name!r} ({n} inputs) has {size:,} terms, above the limit of {MAX_TERMS:,}; "
+                    "lower the degree or list the terms you want under models.cross.crosses"
+                )
         return self
-
-
-def cross_indices(term: str) -> tuple[int, int]:
-    """'x0*x1' -> (0, 1); 'x3**2' -> (3, 3)."""
-    match = CROSS.fullmatch(term.strip())
-    i, j, square = match.groups()
-    return (int(square), int(square)) if square is not None else (int(i), int(j))
 
 
 def _anchor(url: str, base: Path) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import math
+import operator
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -59,7 +60,7 @@ class Equation:
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise ValueError(f"expected X of shape (n, {self.n_features}), got {X.shape}")
         with np.errstate(all="ignore"):
-            y = _evaluate(self.tree, X)
+            y = evaluate(self.tree, lambda i: X[:, i])
         return np.broadcast_to(np.asarray(y, dtype=np.float64), (X.shape[0],)).copy()
 
     @property
@@ -195,17 +196,32 @@ def _variable_index(node: ast.Name) -> int:
     return int(node.id[1:])
 
 
-def _evaluate(node: ast.AST, X: np.ndarray):
+def evaluate(node: ast.AST, column: Callable[[int], object], functions: dict | None = None, ops: dict | None = None):
+    """The checked tree's value, with `column(i)` for input x_i: numpy by default; pass torch's
+    functions and Python's operators (`TORCH_OPS`) to build the same expression on tensors."""
+    functions = FUNCTIONS if functions is None else functions
+    ops = BINARY_OPS if ops is None else ops
     if isinstance(node, ast.Constant):
         return float(node.value)
     if isinstance(node, ast.Name):
-        return X[:, _variable_index(node)]
+        return column(_variable_index(node))
     if isinstance(node, ast.UnaryOp):
-        value = _evaluate(node.operand, X)
+        value = evaluate(node.operand, column, functions, ops)
         return -value if isinstance(node.op, ast.USub) else value
     if isinstance(node, ast.BinOp):
-        return BINARY_OPS[type(node.op)](_evaluate(node.left, X), _evaluate(node.right, X))
-    return FUNCTIONS[node.func.id](_evaluate(node.args[0], X))
+        left = evaluate(node.left, column, functions, ops)
+        return ops[type(node.op)](left, evaluate(node.right, column, functions, ops))
+    return functions[node.func.id](evaluate(node.args[0], column, functions, ops))
+
+
+# Python's operators: what tensors (and torch.export) need, where numpy takes its ufuncs.
+TORCH_OPS = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.Pow: operator.pow,
+}
 
 
 def _to_sympy(node: ast.AST):

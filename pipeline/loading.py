@@ -79,7 +79,9 @@ def load_dir(model_dir: Path, expected: dict[str, str], where: str):
     """Rebuild the module in `model_dir` once each file matches its digest in `expected`."""
     import torch
 
+    from pipeline.equations import EquationError
     from pipeline.models import ModelSpec, build_model
+    from pipeline.terms import canonical
 
     for name, tag in DIGEST_TAGS.items():
         if tag not in expected:
@@ -92,10 +94,12 @@ def load_dir(model_dir: Path, expected: dict[str, str], where: str):
             )
     try:
         spec = json.loads((model_dir / SPEC).read_text())
-        crosses = tuple(tuple(int(i) for i in pair) for pair in spec.get("crosses", ()))
-        model_spec = ModelSpec(spec["family"], crosses, int(spec.get("depth", 2)), int(spec.get("width", 32)))
-        model = build_model(model_spec, int(spec["n_features"]))
+        n_features = int(spec["n_features"])
+        # Term names go through the safe equation parser, like any equation.
+        names = tuple(canonical(str(term), n_features) for term in spec.get("terms", ()))
+        model_spec = ModelSpec(spec["family"], names, int(spec.get("depth", 2)), int(spec.get("width", 32)))
+        model = build_model(model_spec, n_features)
         model.load_state_dict(torch.load(model_dir / WEIGHTS, weights_only=True, map_location="cpu"))
-    except (KeyError, TypeError, ValueError, RuntimeError, pickle.UnpicklingError) as exc:
+    except (KeyError, TypeError, ValueError, RuntimeError, EquationError, pickle.UnpicklingError) as exc:
         raise ModelIntegrityError(f"{where}: not a model this pipeline logged: {exc}") from None
     return model.eval()

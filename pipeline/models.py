@@ -1,7 +1,8 @@
 """The three model families, as stacks: K members trained at once as one model with a leading member axis.
 
-Every family is the same network over named features: `features` (the raw inputs, plus products of
-them for `cross`), then `depth` hidden ReLU layers (none for `linear` and `cross`), then one output.
+Every family is the same network over named features: `features` (the raw inputs, plus the terms
+of `pipeline.terms` for `cross`: monomials, functions of inputs), then `depth` hidden ReLU layers
+(none for `linear` and `cross`), then one output.
 A `Stack` holds K such networks as tensors of shape (K, in, out) and runs them with `torch.baddbmm`,
 so K small models cost little more than one. Members of one stack may differ in width and depth:
 narrower members are padded with zero units and shallower ones with frozen identity layers, which
@@ -15,18 +16,30 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from itertools import combinations_with_replacement
 
 import torch
 from torch import nn
 
-from pipeline.reference import term_name
+from pipeline import terms as library
+from pipeline.equations import TORCH_OPS
+
+# The equation allow-list's functions, on tensors (terms such as sin(x0) are built from them).
+TORCH_FUNCTIONS = {
+    "sin": torch.sin,
+    "cos": torch.cos,
+    "tan": torch.tan,
+    "tanh": torch.tanh,
+    "exp": torch.exp,
+    "log": torch.log,
+    "sqrt": torch.sqrt,
+    "abs": torch.abs,
+}
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     family: str  # "linear" | "cross" | "mlp"
-    crosses: tuple[tuple[int, int], ...] = ()  # cross only
+    terms: tuple[str, ...] = ()  # cross only: canonical term names beyond the raw inputs
     depth: int = 2  # mlp only
     width: int = 32  # mlp only
 
@@ -36,23 +49,17 @@ class ModelSpec:
         return (self.width,) * self.depth if self.family == "mlp" else ()
 
 
-def all_crosses(n_features: int) -> tuple[tuple[int, int], ...]:
-    """Every pairwise product and square: the `auto` feature crosses."""
-    return tuple(combinations_with_replacement(range(n_features), 2))
-
-
-def features(x: torch.Tensor, crosses: tuple[tuple[int, int], ...] = ()) -> torch.Tensor:
-    """The raw inputs followed by the products named in `crosses`."""
-    if not crosses:
+def features(x: torch.Tensor, terms: tuple[str, ...] = ()) -> torch.Tensor:
+    """The raw inputs followed by the named terms, evaluated on x (..., n_features)."""
+    if not terms:
         return x
-    left = torch.tensor([i for i, _ in crosses], device=x.device)
-    right = torch.tensor([j for _, j in crosses], device=x.device)
-    return torch.cat([x, x[..., left] * x[..., right]], dim=-1)
+    columns = library.columns(x, terms, TORCH_FUNCTIONS, TORCH_OPS)
+    return torch.cat([x, *(torch.as_tensor(c, dtype=x.dtype).expand(x.shape[:-1]).unsqueeze(-1) for c in columns)], -1)
 
 
 def layer_shapes(spec: ModelSpec, n_features: int) -> list[tuple[int, int]]:
     """(in, out) of every layer of one member, input layer first, output layer last."""
-    sizes = [n_features + len(spec.crosses), *spec.hidden, 1]
+    sizes = [n_features + len(spec.terms), *spec.hidden, 1]
     return list(zip(sizes[:-1], sizes[1:], strict=True))
 
 
@@ -85,15 +92,15 @@ class Stack:
         self, specs: list[ModelSpec], n_features: int, generators: list[torch.Generator], device: str = "cpu"
     ):
         families = {spec.family for spec in specs}
-        crosses = {spec.crosses for spec in specs}
-        if len(families) != 1 or len(crosses) != 1:
-            raise ValueError(f"a stack holds one family and one feature set, got {families} and {len(crosses)} sets")
+        feature_sets = {spec.terms for spec in specs}
+        if len(families) != 1 or len(feature_sets) != 1:
+            raise ValueError(f"a stack holds one family and one feature set, got {families}, {len(feature_sets)} sets")
         self.specs = list(specs)
         self.n_features = n_features
-        self.crosses = specs[0].crosses
+        self.terms = specs[0].terms
         depth = max(len(spec.hidden) for spec in specs)
         width = max((max(spec.hidden) for spec in specs if spec.hidden), default=0)
-        self.shapes = layer_shapes(ModelSpec(specs[0].family, self.crosses, depth, width), n_features)
+        self.shapes = layer_shapes(ModelSpec(specs[0].family, self.terms, depth, width), n_features)
         size = sum(n_in * n_out + n_out for n_in, n_out in self.shapes)
         self.flat = torch.zeros(len(specs), size)
         self.trainable = torch.zeros(len(specs), size)
@@ -139,7 +146,7 @@ class Stack:
         return self.flat.shape[0]
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        return features(x, self.crosses)
+        return features(x, self.terms)
 
     @staticmethod
     def forward(
@@ -197,32 +204,36 @@ class Stack:
 
 
 class LinearModel(nn.Module):
-    """y = w . features(x) + b, where features are the raw inputs plus optional crosses."""
+    """y = w . features(x) + b, where features are the raw inputs plus optional named terms."""
 
-    def __init__(self, n_features: int, crosses: tuple[tuple[int, int], ...] = ()):
+    def __init__(self, n_features: int, terms: tuple[str, ...] = ()):
         super().__init__()
         self.n_features = n_features
-        self.crosses = tuple(crosses)
-        # The crossed columns, kept in the state_dict so that model.pt says which products it uses.
-        self.register_buffer("left", torch.tensor([i for i, _ in self.crosses], dtype=torch.long))
-        self.register_buffer("right", torch.tensor([j for _, j in self.crosses], dtype=torch.long))
-        self.linear = nn.Linear(n_features + len(self.crosses), 1)
+        self.terms = tuple(terms)
+        self.linear = nn.Linear(n_features + len(self.terms), 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(features(x, self.crosses)).squeeze(-1)
+        return self.linear(features(x, self.terms)).squeeze(-1)
 
     def linear_layers(self) -> list[nn.Linear]:
         return [self.linear]
 
     def feature_names(self) -> list[str]:
-        return [f"x{i}" for i in range(self.n_features)] + [term_name(i, j) for i, j in self.crosses]
+        return [f"x{i}" for i in range(self.n_features)] + list(self.terms)
 
     def coefficients(self) -> dict[str, float]:
         """Learned weight per feature name, plus the bias under the key '1'."""
         weights = self.linear.weight.detach().cpu().double().squeeze(0).tolist()
         table = dict(zip(self.feature_names(), weights, strict=True))
-        table["1"] = float(self.linear.bias.detach().cpu().double().item())
+        table[library.CONSTANT] = float(self.linear.bias.detach().cpu().double().item())
         return table
+
+    def set_coefficients(self, table: dict[str, float]) -> None:
+        """Replace every weight by `table`'s (a feature it does not name gets 0)."""
+        with torch.no_grad():
+            weights = [table.get(name, 0.0) for name in self.feature_names()]
+            self.linear.weight.copy_(torch.tensor([weights], dtype=self.linear.weight.dtype))
+            self.linear.bias.fill_(table.get(library.CONSTANT, 0.0))
 
 
 class MLP(nn.Module):
@@ -248,7 +259,7 @@ def build_model(spec: ModelSpec, n_features: int) -> nn.Module:
     if spec.family == "linear":
         return LinearModel(n_features)
     if spec.family == "cross":
-        return LinearModel(n_features, spec.crosses)
+        return LinearModel(n_features, spec.terms)
     if spec.family == "mlp":
         return MLP(n_features, spec.depth, spec.width)
     raise ValueError(f"unknown model family {spec.family!r}; expected linear, cross or mlp")

@@ -18,7 +18,7 @@ import numpy as np
 import yaml
 
 from pipeline import data as datasets
-from pipeline.config import Params, TuningConfig, cross_indices
+from pipeline.config import Params, TuningConfig
 from pipeline.equations import parse
 
 Progress = Callable[[str], None]
@@ -39,19 +39,22 @@ def dataset_spec(params: Params, name: str) -> datasets.DatasetSpec:
     )
 
 
-def crosses_for(params: Params, n_features: int) -> tuple[tuple[int, int], ...]:
-    from pipeline.models import all_crosses
+def terms_for(params: Params, n_features: int) -> tuple[str, ...]:
+    """The cross family's library beyond the raw inputs, canonical names in canonical order."""
+    from pipeline import terms
 
-    if params.models.cross.crosses == "auto":
-        return all_crosses(n_features)
-    return tuple(sorted({tuple(sorted(cross_indices(term))) for term in params.models.cross.crosses}))
+    cross = params.models.cross
+    if cross.crosses == "auto":
+        return terms.library(n_features, cross.degree, tuple(cross.functions))
+    named = {terms.canonical(text, n_features) for text in cross.crosses}
+    return tuple(sorted((name for name in named if terms.degree_of(name) != 1), key=terms.order))
 
 
 def model_spec(params: Params, family: str, n_features: int):
     from pipeline.models import ModelSpec
 
     if family == "cross":
-        return ModelSpec("cross", crosses=crosses_for(params, n_features))
+        return ModelSpec("cross", terms=terms_for(params, n_features))
     if family == "mlp":
         return ModelSpec("mlp", depth=params.models.mlp.depth, width=params.models.mlp.width)
     return ModelSpec(family)
@@ -364,13 +367,14 @@ def record_best(target, parent_id: str, result, dataset, data_spec, outputs: Tun
     tracker = target.tracker()
     name = f"{data_spec.name}/{result.spec.family}"
     try:
-        metrics = evaluate(dataset, data_spec.equation, result.model, result.spec) | {
+        sparse = recover(result.model, dataset)
+        metrics = evaluate(dataset, data_spec.equation, result.model, result.spec, sparse) | {
             "n_trials_complete": result.n_complete,
             "n_trials_pruned": result.n_pruned,
             "tune_seconds": round(result.seconds, 3),
             "train_seconds": round(result.history.seconds, 3),
         }
-        files = write_artifacts(result.model, result, metrics, dataset, data_spec, name, outputs)
+        files = write_artifacts(result.model, result, metrics, dataset, data_spec, name, outputs, sparse)
         # The files' SHA-256 go to the tracking store: `pipeline.load_model` refuses files that differ.
         tags = _equation_tags(result.model) | loading.digests(outputs.model_dir)
         tracker.log(parent_id, params=_run_params(result), metrics=metrics, tags=tags)
@@ -385,31 +389,64 @@ def record_best(target, parent_id: str, result, dataset, data_spec, outputs: Tun
     return metrics | {"run_id": parent_id, "model_uri": model_uri}
 
 
-def evaluate(dataset: datasets.Dataset, equation, model, spec) -> dict:
-    """Scores of the trained model next to the best its family can reach."""
+@dataclass
+class Recovered:
+    """A linear-family model made sparse: what training gave, what was kept and how it scores."""
+
+    trained: dict[str, float]  # the trained model's coefficient of every feature
+    sparse: object  # reference.Sparse
+    trained_val_mse: float
+
+
+def recover(model, dataset: datasets.Dataset) -> Recovered | None:
+    """For the linear families, replace the trained weights by the sparse equation read from them
+    (`reference.sparse_refit`); the MLP is left as it is (None)."""
     from pipeline import reference
-    from pipeline.models import all_crosses
+
+    if not hasattr(model, "coefficients"):
+        return None
+    trained = model.coefficients()
+    trained_val_mse = float(np.mean((predict(model, dataset.X_val) - dataset.y_val) ** 2))
+    sparse = reference.sparse_refit(
+        dataset.X_train, dataset.y_train, dataset.X_val, dataset.y_val, model.terms, trained
+    )
+    model.set_coefficients(sparse.table)
+    return Recovered(trained, sparse, trained_val_mse)
+
+
+def evaluate(dataset: datasets.Dataset, equation, model, spec, recovered: Recovered | None = None) -> dict:
+    """Scores of the final model against the noise floor (every family) and against the best its
+    family can reach (the linear families' least-squares optimum), with its recovery of the terms."""
+    from pipeline import reference
 
     def mse(X, y) -> float:
         return float(np.mean((predict(model, X) - y) ** 2))
 
-    # The MLP has no closed form: measure it against the richest cross family (every pair and square).
-    crosses = all_crosses(dataset.n_features) if spec.family == "mlp" else spec.crosses
-    optimum = reference.optimum_mse(dataset.X_train, dataset.y_train, dataset.X_val, dataset.y_val, crosses)
     val_mse = mse(dataset.X_val, dataset.y_val)
+    floor = reference.floor_mse(equation, dataset.X_val, dataset.y_val)
     metrics = {
         "val_mse": val_mse,
         "train_mse": mse(dataset.X_train, dataset.y_train),
         "ood_mse": mse(dataset.X_ood, dataset.y_ood),
+        "floor_mse": floor,
+        "excess": val_mse - floor,  # above what no model can beat
+    }
+    if recovered is None:  # the MLP: no closed form to compare with; the report sets it beside the others
+        return metrics
+    optimum = reference.optimum_mse(dataset.X_train, dataset.y_train, dataset.X_val, dataset.y_val, spec.terms)
+    found = reference.recovery(recovered.sparse.table, reference.true_coefficients(equation))
+    return metrics | {
         "optimum_mse": optimum,
         "gap": val_mse - optimum,
         # A ratio only means something against a non-zero optimum (not an exact-fit problem).
         "gap_ratio": (val_mse - optimum) / optimum if optimum > 1e-8 else None,
-        "coef_error": None,
+        "trained_val_mse": recovered.trained_val_mse,
+        "n_terms": len(recovered.sparse.kept),
+        "terms_found": len(found["found"]) if found else None,
+        "terms_spurious": len(found["spurious"]) if found else None,
+        "terms_missed": len(found["missed"]) if found else None,
+        "coef_error": found.get("coef_error"),
     }
-    if hasattr(model, "coefficients"):
-        metrics["coef_error"] = reference.coefficient_error(model.coefficients(), reference.true_coefficients(equation))
-    return metrics
 
 
 def predict(model, X: np.ndarray) -> np.ndarray:
@@ -419,7 +456,9 @@ def predict(model, X: np.ndarray) -> np.ndarray:
         return model(torch.as_tensor(np.asarray(X, dtype=np.float32))).double().numpy()
 
 
-def write_artifacts(model, result, metrics, dataset, data_spec, title, outputs: TuneOutputs) -> list[Path]:
+def write_artifacts(
+    model, result, metrics, dataset, data_spec, title, outputs: TuneOutputs, recovered: Recovered | None = None
+) -> list[Path]:
     """Write the stage outputs; the model directory appears whole or not at all."""
     import torch
 
@@ -442,9 +481,21 @@ def write_artifacts(model, result, metrics, dataset, data_spec, title, outputs: 
     report.plot_loss_curve(staging / "loss_curve.png", result.history.train_loss, result.history.val_loss, title)
     report.plot_predictions(staging / "predictions.png", {title: (dataset.y_val, y_val_pred)}, title)
     report.plot_slice(staging / "slice.png", {title: slice_columns}, title, (data_spec.ood_low, data_spec.ood_high))
-    if hasattr(model, "coefficients"):
+    if recovered is not None:
         coefficients = model.coefficients()
-        (staging / "coefficients.json").write_text(json.dumps(coefficients, indent=2) + "\n")
+        truth = reference.true_coefficients(data_spec.equation)
+        readable = {
+            "coefficients.json": coefficients,  # the final model's, every feature (0 where dropped)
+            "trained_coefficients.json": recovered.trained,  # as training left them, before the sparse refit
+            "recovery.json": {
+                "kept": recovered.sparse.kept,
+                "threshold": recovered.sparse.threshold,
+                "path": [{"terms": n, "val_mse": mse} for n, mse in recovered.sparse.path],
+                **{k: v for k, v in reference.recovery(coefficients, truth).items() if k != "coef_error"},
+            },
+        }
+        for file, content in readable.items():
+            (staging / file).write_text(json.dumps(content, indent=2) + "\n")
         (staging / "equation.txt").write_text(reference.format_equation(coefficients) + "\n")
     shutil.rmtree(model_dir, ignore_errors=True)
     os.replace(staging, model_dir)
@@ -501,7 +552,14 @@ def compare(
             entry = json.loads(outputs.metrics.read_text())
             equation = outputs.model_dir / "equation.txt"
             entry["equation"] = equation.read_text().strip() if equation.exists() else None
-            entry["true_equation"] = reference.format_equation(truth) if truth else spec.equation.text
+            entry["true_equation"] = reference.format_equation(truth) if truth else f"y = {spec.equation.text}"
+            entry |= _context(params, dataset, family, truth)
+            found = outputs.model_dir / "recovery.json"
+            if found.exists():
+                entry["recovery"] = json.loads(found.read_text())
+                entry["recovery"]["suggestions"] = [
+                    reference.suggestion(term, params.models.cross.degree) for term in entry["recovery"]["outside"]
+                ]
             results.setdefault(dataset, {})[family] = entry
             table = report.read_table(outputs.predictions)
             predictions[family] = (table["y_true"], table["y_pred"])
@@ -514,6 +572,24 @@ def compare(
     _log_report(params, out_dir, tags or {})
     progress(f"report written to {out_dir / 'summary.md'}")
     return results
+
+
+def _context(params: Params, dataset: str, family: str, truth: dict | None) -> dict:
+    """What the verdicts need to know of a dataset beside the scores: rows, features, noise, shape."""
+    from pipeline import terms
+
+    cfg = params.datasets[dataset]
+    n_train = cfg.n_samples - max(1, round(cfg.n_samples * cfg.val_fraction))  # as `data.generate` splits
+    n_terms = len(terms_for(params, cfg.n_features)) if family == "cross" else 0
+    linear = truth is not None and all(name == terms.CONSTANT or terms.degree_of(name) == 1 for name in truth)
+    return {
+        "n_train": n_train,
+        "n_inputs": cfg.n_features,
+        "n_model_features": cfg.n_features + n_terms if family != "mlp" else None,
+        "noise": cfg.noise,
+        # Linear in its inputs: straight-line extrapolation is then exactly right.
+        "linear_truth": linear,
+    }
 
 
 def _log_report(params: Params, out_dir: Path, tags: dict[str, str]) -> None:

@@ -119,7 +119,7 @@ def stack_groups(members: Sequence[Member]) -> list[list[int]]:
     groups: dict[tuple, list[int]] = defaultdict(list)
     for index, member in enumerate(members):
         spec, settings = member.spec, member.settings
-        groups[(spec.family, spec.crosses, settings.optimizer, settings.batch_size)].append(index)
+        groups[(spec.family, spec.terms, settings.optimizer, settings.batch_size)].append(index)
     return list(groups.values())
 
 

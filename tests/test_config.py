@@ -50,8 +50,11 @@ def _with(raw: dict, dotted: str, value) -> dict:
         ("tuning.mlp.n_trials", 0, "tuning.mlp.n_trials = 0"),
         ("tuning.mlp.space.optimizer", ["rmsprop"], "tuning.mlp.space.optimizer.0 = 'rmsprop'"),
         ("tuning.linear.space.lr", {"low": 0.5, "high": 0.1}, "low (0.5) is above high (0.1)"),
-        ("models.cross.crosses", ["x0+x1"], "models.cross.crosses = ['x0+x1']: cross 'x0+x1' is not of the form"),
-        ("models.cross.crosses", ["x0*x1"], "'x0*x1' needs more features than dataset 'square' has (1)"),
+        ("models.cross.crosses", ["x0+x1"], "models.cross.crosses = ['x0+x1']: 'x0+x1' is not a single term"),
+        ("models.cross.crosses", ["x0*x1"], "'x1' at column 4 of 'x0*x1' (dataset 'square')"),
+        ("models.cross.crosses", ["__import__('os')"], "only these functions can be called"),
+        ("models.cross.degree", 5, "models.cross.degree = 5: Input should be less than or equal to 4"),
+        ("models.cross.functions", ["system"], "models.cross.functions.0 = 'system': Input should be 'sin'"),
         ("models.mlp.depth", "deep", "models.mlp.depth = 'deep'"),
     ],
 )

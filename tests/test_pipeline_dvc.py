@@ -89,14 +89,13 @@ def test_parent_artifacts_load_back(runs, tmp_path, monkeypatch):
         names = {a.path for a in client.list_artifacts(run_id)}
         assert {"loss_curve.png", "predictions.png", "slice.png", "model.pt", "spec.json"} <= names
         if family != "mlp":
-            assert {"coefficients.json", "equation.txt"} <= names
+            assert {"coefficients.json", "trained_coefficients.json", "recovery.json", "equation.txt"} <= names
             equation = Path(client.download_artifacts(run_id, "equation.txt", str(tmp_path))).read_text()
             assert equation.startswith("y = ")
             assert run.data.tags["recovered_equation"] == equation.strip()
         spec = json.loads(Path(client.download_artifacts(run_id, "spec.json", str(tmp_path))).read_text())
         state = torch.load(client.download_artifacts(run_id, "model.pt", str(tmp_path)), weights_only=True)
-        crosses = tuple(tuple(pair) for pair in spec["crosses"])
-        model = build_model(ModelSpec(spec["family"], crosses, spec["depth"], spec["width"]), 10)
+        model = build_model(ModelSpec(spec["family"], tuple(spec["terms"]), spec["depth"], spec["width"]), 10)
         model.load_state_dict(state)
         # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI, which would send later tests'
         # runs to this store: monkeypatch takes the variable back afterwards.

@@ -9,8 +9,12 @@ from pipeline.equations import parse
 from pipeline.reference import (
     coefficient_error,
     design_matrix,
+    floor_mse,
     format_equation,
     optimum_mse,
+    recovery,
+    sparse_refit,
+    suggestion,
     true_coefficients,
 )
 
@@ -34,12 +38,13 @@ def test_optimum_matches_numpy_lstsq(split):
 
 
 def test_cross_optimum_is_exact_on_product(split):
-    assert optimum_mse(*split, crosses=((0, 1),)) < 1e-20
+    assert optimum_mse(*split, terms=("x0*x1",)) < 1e-20
 
 
 def test_design_matrix_columns():
     X = np.array([[2.0, 3.0]])
-    np.testing.assert_array_equal(design_matrix(X, ((0, 1), (1, 1))), [[2, 3, 6, 9, 1]])
+    np.testing.assert_array_equal(design_matrix(X, ("x0*x1", "x1**2")), [[2, 3, 6, 9, 1]])
+    np.testing.assert_allclose(design_matrix(X, ("x0**2*x1", "sin(x1)"), constant=False), [[2, 3, 12, np.sin(3)]])
 
 
 def test_symbolic_expansion_of_the_product():
@@ -48,9 +53,49 @@ def test_symbolic_expansion_of_the_product():
     assert true_coefficients(parse("2*x0 - 3*x1 + 1", 10)) == {"x0": 2, "x1": -3, "1": 1}
 
 
-def test_non_polynomial_or_high_degree_has_no_coefficients():
-    assert true_coefficients(parse("sin(x0)", 1)) is None
-    assert true_coefficients(parse("x0**3", 1)) is None
+def test_functions_and_higher_degrees_keep_their_own_names():
+    assert true_coefficients(parse("sin(x1) + 0.5*x0*x2", 4)) == {"sin(x1)": 1, "x0*x2": 0.5}
+    assert true_coefficients(parse("x0*x1*x3 - x2", 5)) == {"x0*x1*x3": 1, "x2": -1}
+    assert true_coefficients(parse("(x0 + 1)**3", 1)) == {"x0**3": 1, "x0**2": 3, "x0": 3, "1": 1}
+    assert true_coefficients(parse("sqrt(4)*x0 + exp(-x0**2)", 1)) == {"x0": 2, "exp(-x0**2)": 1}
+    assert true_coefficients(parse("x0 - x0", 1)) is None
+
+
+def test_floor_is_the_noise_of_the_true_equation(split):
+    X_train, y_train, X_val, y_val = split
+    noise = np.random.default_rng(1).normal(0, 0.1, len(y_val))
+    equation = parse("(2*x0 - 3)*(x1 + 1)", 10)
+    assert floor_mse(equation, X_val, y_val) < 1e-25
+    assert floor_mse(equation, X_val, y_val + noise) == pytest.approx(np.mean(noise**2), rel=1e-12)
+    assert 0.009 < np.mean(noise**2) < 0.011
+
+
+def test_sparse_refit_keeps_the_true_terms_of_a_noisy_sparse_equation():
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((1000, 15))
+    y = 1.5 * X[:, 2] - 0.7 * X[:, 5] + 2 + rng.normal(0, 0.05, 1000)
+    terms = tuple(f"x{i}*x{j}" for i in range(15) for j in range(i, 15))
+    dense, *_ = np.linalg.lstsq(design_matrix(X[:800], terms), y[:800], rcond=None)  # every term non-zero
+    names = [f"x{i}" for i in range(15)] + list(terms) + ["1"]
+    sparse = sparse_refit(X[:800], y[:800], X[800:], y[800:], terms, dict(zip(names, dense, strict=True)))
+    assert sparse.kept == ["x2", "x5", "1"]
+    assert abs(sparse.table["x2"] - 1.5) < 0.01 and abs(sparse.table["x5"] + 0.7) < 0.01
+    assert abs(sparse.table["1"] - 2) < 0.01
+    assert sum(value != 0 for value in sparse.table.values()) == 3
+    floor = np.mean((y[800:] - (1.5 * X[800:, 2] - 0.7 * X[800:, 5] + 2)) ** 2)
+    assert sparse.val_mse < 1.1 * floor
+
+
+def test_recovery_scores_and_what_to_change():
+    truth = {"x0*x1*x3": 1.0, "x2": -1.0}
+    table = {"x0": 0.0, "x2": -0.98, "x0*x1": 0.4, "1": 0.0}
+    assert recovery(table, truth) == {
+        "found": ["x2"], "spurious": ["x0*x1"], "missed": ["x0*x1*x3"], "outside": ["x0*x1*x3"], "coef_error": None,
+    }  # fmt: skip
+    assert recovery({"x2": -0.98, "x0*x1*x3": 1.01, "1": 0.0}, truth)["coef_error"] == pytest.approx(0.02)
+    assert suggestion("x0*x1*x3", 2) == "`x0*x1*x3` has degree 3: set models.cross.degree to 3"
+    assert suggestion("sin(x1)", 2) == "`sin(x1)`: add sin to models.cross.functions"
+    assert suggestion("exp(-x0**2)", 2) == "`exp(-x0**2)`: list it under models.cross.crosses"
 
 
 def test_coefficient_error_over_all_terms():
@@ -61,11 +106,11 @@ def test_coefficient_error_over_all_terms():
 
 
 def test_recovered_equation_formatting():
-    weights = {"x0": 2.0001, "x1": -2.9996, "x2": 0.0004, "x0*x1": 1.99999, "1": -3.0002}
+    weights = {"x0": 2.0001, "x1": -2.9996, "x2": 0.0, "x0*x1": 1.99999, "1": -3.0002}
     assert format_equation(weights) == "y = 2.000*x0 - 3.000*x1 + 2.000*x0*x1 - 3.000"
     assert format_equation({"x0": -0.5, "1": 0.0}) == "y = -0.500*x0"
-    assert format_equation({"x0": 0.0001, "1": 0.0}) == "y = 0"
-    assert format_equation({"x0**2": 1.0, "1": 0.00049}, threshold=1e-3) == "y = 1.000*x0**2"
+    assert format_equation({"x0": 0.0, "1": 0.0}) == "y = 0"
+    assert format_equation({"x0**2": 1.0, "sin(x0)": -0.25, "1": 0.0}) == "y = 1.000*x0**2 - 0.250*sin(x0)"
     # Canonical order whatever the input order: linear terms, then crosses by index, constant last.
     shuffled = {"1": -3.0, "x0*x1": 2.0, "x1": -3.0, "x0**2": 0.5, "x0": 2.0}
     assert format_equation(shuffled) == "y = 2.000*x0 - 3.000*x1 + 0.500*x0**2 + 2.000*x0*x1 - 3.000"

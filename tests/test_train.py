@@ -10,8 +10,9 @@ import torch
 
 from pipeline.data import DatasetSpec, generate
 from pipeline.equations import parse
-from pipeline.models import LinearModel, ModelSpec, Stack, all_crosses, build_model
-from pipeline.reference import format_equation
+from pipeline.models import LinearModel, ModelSpec, Stack, build_model, features
+from pipeline.reference import format_equation, sparse_refit
+from pipeline.terms import library
 from pipeline.train import Member, Tensors, TrainSettings, fit, stack_groups
 
 
@@ -38,8 +39,8 @@ def assert_same_trajectory(stacked, alone):
     "spec, n_params",
     [
         (ModelSpec("linear"), 11),
-        (ModelSpec("cross", crosses=((0, 1),)), 12),
-        (ModelSpec("cross", crosses=all_crosses(10)), 66),
+        (ModelSpec("cross", terms=("x0*x1",)), 12),
+        (ModelSpec("cross", terms=library(10)), 66),
         (ModelSpec("mlp", depth=2, width=16), 10 * 16 + 16 + 16 * 16 + 16 + 16 + 1),
     ],
 )
@@ -49,10 +50,21 @@ def test_every_family_maps_a_batch_to_one_output_per_row(spec, n_params):
     assert sum(p.numel() for p in model.parameters()) == n_params
 
 
-def test_auto_crosses_are_every_pair_and_square():
-    assert all_crosses(3) == ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2))
-    names = LinearModel(3, all_crosses(3)).feature_names()
+def test_the_default_library_is_every_pair_and_square():
+    names = LinearModel(3, library(3)).feature_names()
     assert names == ["x0", "x1", "x2", "x0**2", "x0*x1", "x0*x2", "x1**2", "x1*x2", "x2**2"]
+
+
+def test_higher_degrees_and_functions_extend_the_library_and_evaluate_as_named():
+    names = library(2, degree=3, functions=("sin",))
+    assert names == ("x0**2", "x0*x1", "x1**2", "x0**3", "x0**2*x1", "x0*x1**2", "x1**3", "sin(x0)", "sin(x1)")
+    assert len(library(10, degree=3)) == 55 + 220
+    x = torch.tensor([[2.0, -0.5], [0.3, 1.5]])
+    columns = LinearModel(2, names).linear.in_features, features(x, names)
+    expected = [[2, -0.5, 4, -1, 0.25, 8, -2, 0.5, -0.125, math.sin(2), math.sin(-0.5)],
+                [0.3, 1.5, 0.09, 0.45, 2.25, 0.027, 0.135, 0.675, 3.375, math.sin(0.3), math.sin(1.5)]]  # fmt: skip
+    assert columns[0] == 11
+    torch.testing.assert_close(columns[1], torch.tensor(expected), rtol=1e-6, atol=1e-6)
 
 
 def test_linear_model_recovers_the_linear_equation():
@@ -67,7 +79,7 @@ def test_linear_model_recovers_the_linear_equation():
 
 
 def test_cross_model_recovers_the_product_equation():
-    spec = ModelSpec("cross", crosses=((0, 1),))
+    spec = ModelSpec("cross", terms=("x0*x1",))
     c = fit_one(spec, tensors("(2*x0 - 3)*(x1 + 1)", 10), lr=0.05, epochs=50, batch_size=32).model.coefficients()
     expected = {"x0": 2, "x1": -3, "x0*x1": 2, "1": -3}
     for name, value in expected.items():
@@ -75,13 +87,17 @@ def test_cross_model_recovers_the_product_equation():
     assert all(abs(c[f"x{i}"]) < 0.01 for i in range(2, 10))
 
 
-def test_auto_crosses_name_exactly_the_true_terms_of_product():
-    # 55 candidate crosses (every pair and square of 10 inputs): the fit leaves only the true ones
-    # above the recovered-equation threshold (1e-3).
-    spec = ModelSpec("cross", crosses=all_crosses(10))
-    model = fit_one(spec, tensors("(2*x0 - 3)*(x1 + 1)", 10), lr=0.05, epochs=50, batch_size=32).model
-    assert format_equation(model.coefficients()) == "y = 2.000*x0 - 3.000*x1 + 2.000*x0*x1 - 3.000"
-    assert format_equation(model.coefficients(), digits=1) == "y = 2.0*x0 - 3.0*x1 + 2.0*x0*x1 - 3.0"
+def test_the_trained_weights_read_back_as_exactly_the_true_terms_of_product():
+    # 55 candidate terms (every pair and square of 10 inputs): the sparse reading keeps the true ones.
+    data = tensors("(2*x0 - 3)*(x1 + 1)", 10)
+    spec = ModelSpec("cross", terms=library(10))
+    model = fit_one(spec, data, lr=0.05, epochs=50, batch_size=32).model
+    arrays = [t.double().numpy() for t in (data.X_train, data.y_train, data.X_val, data.y_val)]
+    sparse = sparse_refit(*arrays, spec.terms, model.coefficients())
+    assert sparse.kept == ["x0", "x1", "x0*x1", "1"]
+    assert format_equation(sparse.table) == "y = 2.000*x0 - 3.000*x1 + 2.000*x0*x1 - 3.000"
+    assert format_equation(sparse.table, digits=1) == "y = 2.0*x0 - 3.0*x1 + 2.0*x0*x1 - 3.0"
+    assert sparse.val_mse < 1e-12  # float32 data
 
 
 def test_mlp_learns_the_square_and_its_exported_model_predicts_what_it_scored():
@@ -105,7 +121,7 @@ def test_training_is_reproducible_from_its_seed():
 
 
 def test_divergence_ends_the_member_with_the_history_so_far():
-    spec = ModelSpec("cross", crosses=all_crosses(10))
+    spec = ModelSpec("cross", terms=library(10))
     trained = fit_one(spec, tensors("(2*x0 - 3)*(x1 + 1)", 10), lr=5.0, epochs=50, batch_size=32)
     assert trained.state == "DIVERGED"
     assert len(trained.history.val_loss) < 50
@@ -134,7 +150,7 @@ STACKS = {
         for lr, epochs, seed in [(0.05, 12, 0), (0.01, 7, 1), (0.1, 10, 2), (0.03, 12, 3)]
     ],
     "cross": [
-        Member(ModelSpec("cross", crosses=all_crosses(10)), TrainSettings(lr=lr, epochs=epochs, batch_size=16, seed=s))
+        Member(ModelSpec("cross", terms=library(10)), TrainSettings(lr=lr, epochs=epochs, batch_size=16, seed=s))
         for lr, epochs, s in [(0.02, 9, 0), (0.005, 12, 1), (0.04, 6, 2)]
     ],
     "mlp": [
@@ -209,7 +225,7 @@ def test_padding_leaves_a_narrow_shallow_member_exactly_itself():
 @pytest.mark.parametrize("depths, widths", [((0, 0), (0, 0)), ((2, 3), (8, 16))])
 def test_the_written_out_backward_equals_autograd(depths, widths):
     family = "mlp" if depths[0] else "cross"
-    specs = [ModelSpec(family, crosses=((0, 1),) if family == "cross" else (), depth=d, width=w)
+    specs = [ModelSpec(family, terms=("x0*x1",) if family == "cross" else (), depth=d, width=w)
              for d, w in zip(depths, widths, strict=True)]
     stack = Stack(specs, 3, [torch.Generator().manual_seed(s) for s in range(2)])
     x, d_prediction = stack.features(torch.randn(2, 7, 3)), torch.randn(2, 7)

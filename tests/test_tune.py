@@ -9,7 +9,8 @@ from optuna.trial import TrialState
 
 from pipeline.data import DatasetSpec, generate
 from pipeline.equations import parse
-from pipeline.models import ModelSpec, all_crosses
+from pipeline.models import ModelSpec
+from pipeline.terms import library
 from pipeline.train import Tensors, mse
 from pipeline.tune import FloatSpace, IntSpace, SearchSpace, StudySettings, create_study, tune
 
@@ -26,7 +27,7 @@ def test_diverging_trials_are_pruned_and_the_study_goes_on(product, tmp_path):
     # lr above ~0.1 makes SGD on 65 features diverge for part of the trials.
     space = SearchSpace(lr=FloatSpace(0.003, 3.0), epochs=IntSpace(10, 10))
     seen = []
-    result = tune(study, ModelSpec("cross", crosses=all_crosses(10)), product, space, 6, on_trial=seen.append, batch=3)
+    result = tune(study, ModelSpec("cross", terms=library(10)), product, space, 6, on_trial=seen.append, batch=3)
     states = [outcome.state for outcome in seen]
     assert len(seen) == 6 and "DIVERGED" in states and "COMPLETE" in states
     assert result.n_pruned == states.count("DIVERGED")
