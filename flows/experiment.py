@@ -61,14 +61,14 @@ def _flow_run_tags() -> dict[str, str]:
     return {"prefect_flow_run_id": str(flow_run.root_flow_run_id or flow_run.id)}
 
 
-@task(**RETRIES)
+@task(task_run_name="generate {dataset}", **RETRIES)
 def generate_task(params: Params, dataset: str, layout: Layout) -> str:
     """Draw one dataset; returns the MD5 of the file written, which its tuning checks."""
     stages.generate(params, dataset, layout.data(dataset), layout.meta(dataset), progress=_log)
     return file_md5(layout.data(dataset))
 
 
-@task(**RETRIES)
+@task(task_run_name="tune {dataset}: linear, cross, mlp", **RETRIES)
 def tune_task(params: Params, dataset: str, layout: Layout, tags: dict[str, str], md5: str | None) -> dict[str, dict]:
     """Every family on one dataset, as the `tune@<dataset>` stage: one recorder process for all three.
     The dataset must still have the MD5 `generate` wrote (or dvc.lock records, when not given)."""
@@ -78,14 +78,14 @@ def tune_task(params: Params, dataset: str, layout: Layout, tags: dict[str, str]
     return stages.tune(params, dataset, data, outputs, tags=tags, progress=_log, expected_md5=md5)
 
 
-@task(**RETRIES)
+@task(task_run_name="compare: the report", **RETRIES)
 def compare_task(params: Params, layout: Layout) -> None:
     root = layout.root
     paths = (root / "metrics", root / "models", root / "plots", root / "reports")
     stages.compare(params, *paths, tags=_flow_run_tags(), progress=_log)
 
 
-@task(**RETRIES)
+@task(task_run_name="dvc commit and push", **RETRIES)
 def version_task(root: Path, push: bool) -> None:
     """Record the stages' hashes in dvc.lock and cache the outputs; push them to the remote."""
     from dvc.repo import Repo
@@ -98,9 +98,38 @@ def version_task(root: Path, push: bool) -> None:
             _log(f"dvc push: {repo.push()} files sent to the default remote")
 
 
-@task(**RETRIES)
+@task(task_run_name="promote champions", **RETRIES)
 def promote_task(params: Params, tuned: dict[str, dict[str, dict]]) -> list[str]:
     return [decision.reason for decision in stages.promote(params, tuned, progress=_log)]
+
+
+def publish_report(params: Params, layout: Layout, tuned: dict[str, dict[str, dict]], decisions: list[str]) -> None:
+    """The run's report as a Prefect artifact (its Artifacts tab): the verdicts and the table of
+    reports/summary.md, each parent run's MLflow page, and the champion decisions."""
+    from prefect.artifacts import create_markdown_artifact
+
+    summary = (layout.root / "reports" / "summary.md").read_text()
+    body = summary.split("\n![", 1)[0]  # the images are files beside summary.md: not here
+    ui = mlflow_ui(params)
+    links = [
+        f"- `{dataset}/{family}`: [{result['run_id']}]({ui}/#/experiments/{result['experiment_id']}/runs/"
+        f"{result['run_id']})"
+        for dataset, by_family in tuned.items()
+        for family, result in by_family.items()
+    ]
+    decided = [f"- {reason}" for reason in decisions]
+    markdown = "\n".join([body, "## MLflow parent runs", *links, "", "## Champions", *decided, ""])
+    create_markdown_artifact(markdown=markdown, key="equations-report", description="The experiment's report")
+
+
+def mlflow_ui(params: Params) -> str:
+    """Where a person opens MLflow: the tracking server itself, or `mlflow ui` of the README for a
+    local store (MLFLOW_UI_URL overrides both)."""
+    import os
+
+    uri = params.tracking.mlflow_tracking_uri()
+    default = uri if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+    return os.environ.get("MLFLOW_UI_URL", default).rstrip("/")
 
 
 @flow(name="generate-datasets")
@@ -164,4 +193,23 @@ def experiment(
     compare_task(params, Layout(root))
     version_task(root, push)
     decisions = promote_task(params, tuned) if promote else []
+    publish_report(params, Layout(root), tuned, decisions)
     return {"val_mse": {d: {f: r["val_mse"] for f, r in by.items()} for d, by in tuned.items()}, "promotion": decisions}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m flows.experiment`: the experiment flow once, here, without a Prefect server."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m flows.experiment", description=main.__doc__)
+    parser.add_argument("--repo", default=".", help="the repo's root (default: here)")
+    parser.add_argument("--params-file", default="params.yaml")
+    parser.add_argument("--max-concurrency", type=int, default=2, help="datasets tuned at once (default: 2)")
+    parser.add_argument("--no-push", action="store_true", help="do not `dvc push` the outputs")
+    parser.add_argument("--no-promote", action="store_true", help="do not register champions")
+    args = parser.parse_args(argv)
+    experiment(args.repo, args.params_file, args.max_concurrency, not args.no_push, not args.no_promote)
+
+
+if __name__ == "__main__":
+    main()

@@ -56,6 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--out", type=Path, required=True, help="report directory to write")
 
     commands.add_parser(
+        "promote",
+        help="register each dataset's best model; move `champion` if it is better",
+        description="Takes the latest finished tuning of every (dataset, family) in MLflow (after `dvc repro`), "
+        "picks each dataset's best family as the report does and registers it as `<experiment>-<dataset>`; "
+        "the alias `champion` moves only to a lower val_mse, and a model identical to the champion adds no version.",
+    )
+
+    commands.add_parser(
         "cleanup",
         help="end runs and trials left RUNNING by dead processes",
         description="MLflow runs whose process died (SIGKILL, a crash of the machine) end KILLED and their Optuna "
@@ -155,6 +163,12 @@ def _compare(params: Params, args) -> None:
     stages.compare(params, args.metrics_dir, args.models_dir, args.plots_dir, args.out)
 
 
+def _promote(params: Params, args) -> None:
+    from pipeline import stages
+
+    stages.promote(params, stages.latest_results(params))
+
+
 def _cleanup(params: Params, args) -> None:
     from pipeline import stages
 
@@ -199,6 +213,7 @@ COMMANDS = {
     "generate": _generate,
     "tune": _tune,
     "compare": _compare,
+    "promote": _promote,
     "cleanup": _cleanup,
     "predict": _predict,
 }

@@ -136,11 +136,8 @@ def _check_arrays(data_path: Path, dataset: Dataset) -> None:
 
 def file_md5(path: Path) -> str:
     """The content hash DVC records for a single-file output (dvc.lock `md5`)."""
-    digest = hashlib.md5()
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "md5").hexdigest()
 
 
 def _atomic_write(path: Path, payload: bytes) -> None:

@@ -162,13 +162,21 @@ def reaches_floor(m: dict) -> bool:
     return m["excess"] <= 0.1 * m["floor_mse"] + 1e-6
 
 
+def best_family(by_model: dict[str, dict]) -> str:
+    """The one rule for "best", used by the report's verdicts and by champion promotion: the simplest
+    family (linear, cross, mlp) that reaches the noise floor; if none does, the lowest val_mse."""
+    families = [f for f in FAMILIES if f in by_model]
+    reached = [f for f in families if reaches_floor(by_model[f])]
+    return reached[0] if reached else min(families, key=lambda f: by_model[f]["val_mse"])
+
+
 def verdict(dataset: str, by_model: dict[str, dict]) -> str:
     """Sentences computed from the numbers alone: which family reaches the floor, which does not and
     why, and what happens out of range where that differs between them."""
     families = [f for f in FAMILIES if f in by_model]
     floor = by_model[families[0]]["floor_mse"]
     reached = [f for f in families if reaches_floor(by_model[f])]
-    right = reached[0] if reached else min(families, key=lambda f: by_model[f]["val_mse"])
+    right = best_family(by_model)
     noise = f"the noise floor is {_num(floor)}" if floor > 1e-12 else "there is no noise (floor 0)"
     best = f"val_mse {_num(by_model[right]['val_mse'])}"
     if reached:

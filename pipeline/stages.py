@@ -204,11 +204,11 @@ def tune(
     """
     from pipeline import liveness, stores
     from pipeline.recorder import Recorder
-    from pipeline.tracking import Target, commit_tags
+    from pipeline.tracking import Target, commit_tags, source_tags
 
     dataset = datasets.load(Path(data_path), expected_md5)  # refused here, before any run is opened
     source = (dataset_name, datasets.file_md5(Path(data_path)), str(data_path))  # name, DVC hash, path
-    base_tags = commit_tags() | {"dataset": dataset_name} | liveness.owner() | (tags or {})
+    base_tags = commit_tags() | source_tags() | {"dataset": dataset_name} | liveness.owner() | (tags or {})
     uri, experiment = params.tracking.mlflow_tracking_uri(), params.tracking.experiment
     targets = {family: Target(uri, experiment, base_tags | {"model": family}) for family in outputs}
     with Recorder() as recorder:
@@ -285,7 +285,13 @@ def _tune_family(
     tensors = train.Tensors.from_arrays(
         dataset.X_train, dataset.y_train, dataset.X_val, dataset.y_val, device=params.training.device
     )
-    attrs = {"dataset": source[0], "model": family, "mlflow_run_id": parent_id} | liveness.owner()
+    attrs = {
+        "dataset": source[0],
+        "model": family,
+        "equation": params.datasets[source[0]].equation,
+        "mlflow_experiment": params.tracking.experiment,
+        "mlflow_run_id": parent_id,
+    } | liveness.owner()
     study_id = study_name(params.tracking.experiment, name, parent_id)
     study = create_study(study_id, storage, study_settings(tuning), attrs)
     recorder.submit(tag_run, target, parent_id, {"optuna_study": study.study_name})
@@ -306,7 +312,25 @@ def _tune_family(
     )
     result.model = result.model.cpu().eval()
     data_spec = dataset_spec(params, source[0])
-    return recorder.submit(record_best, target, parent_id, result, dataset, data_spec, outputs)
+    facts = _facts(params, source[0], tuning)
+    return recorder.submit(record_best, target, parent_id, result, dataset, data_spec, outputs, facts, source[1])
+
+
+def _facts(params: Params, dataset: str, tuning: TuningConfig) -> dict[str, str]:
+    """What the parent run's params say beside the best trial's: the dataset and the tuning budget."""
+    cfg = params.datasets[dataset]
+    return {
+        "dataset.equation": cfg.equation,
+        "dataset.n_features": cfg.n_features,
+        "dataset.n_samples": cfg.n_samples,
+        "dataset.noise": cfg.noise,
+        "dataset.seed": cfg.seed,
+        "tuning.n_trials": tuning.n_trials,
+        "tuning.trials_per_batch": tuning.trials_per_batch,
+        "tuning.sampler": f"TPE, seed {tuning.sampler_seed}, constant_liar",
+        "tuning.pruner": tuning.pruner.name,
+        "tuning.space": json.dumps(tuning.space.model_dump(exclude_none=True)),
+    }
 
 
 def open_runs(targets: dict, dataset_name: str, tags: dict[str, str], source: tuple[str, str, str]) -> dict:
@@ -331,15 +355,17 @@ def close_run(target, run_id: str, status: str) -> None:
 
 
 def _trial_logger(recorder, target, parent_id, name, n_trials, source, pending: list, progress):
-    best = {"value": float("inf")}
+    best = {"value": float("inf"), "done": 0}
 
     def on_trial(outcome) -> None:
         value = outcome.history.val_loss[-1] if outcome.history.val_loss else float("nan")
         if outcome.state == "COMPLETE":
             best["value"] = min(best["value"], value)
+        best["done"] += 1
         pending.append(recorder.submit(record_trial, target, parent_id, name, outcome, source))
+        # Optuna's trial number, as in "best trial N", the study and the run name; then how many are done.
         progress(
-            f"[{name}] trial {outcome.number + 1}/{n_trials} {outcome.state.lower()}: "
+            f"[{name}] trial {outcome.number} ({best['done']} of {n_trials}) {outcome.state.lower()}: "
             f"val_mse={value:.4g} after {len(outcome.history.val_loss)} epochs; best {best['value']:.4g}"
         )
 
@@ -359,7 +385,16 @@ def record_trial(target, parent_id: str, name: str, outcome, source: tuple[str, 
         tracker.log_dataset(run_id, *source)
 
 
-def record_best(target, parent_id: str, result, dataset, data_spec, outputs: TuneOutputs) -> dict:
+def record_best(
+    target,
+    parent_id: str,
+    result,
+    dataset,
+    data_spec,
+    outputs: TuneOutputs,
+    facts: dict | None = None,
+    source_digest: str = "",
+) -> dict:
     """Score the best model, write the stage outputs, complete the parent run; returns the metrics,
     `run_id` and `model_uri`. The parent run ends FAILED if any of it fails."""
     from pipeline import loading
@@ -369,24 +404,34 @@ def record_best(target, parent_id: str, result, dataset, data_spec, outputs: Tun
     try:
         sparse = recover(result.model, dataset)
         metrics = evaluate(dataset, data_spec.equation, result.model, result.spec, sparse) | {
+            # The best trial's own val_mse, as its nested run and the study have it (float32, during
+            # training); `val_mse` is the final model's, re-measured in float64 (for the linear
+            # families: the sparse equation read back from it).
+            "best_trial_val_mse": result.best_value,
             "n_trials_complete": result.n_complete,
             "n_trials_pruned": result.n_pruned,
             "tune_seconds": round(result.seconds, 3),
             "train_seconds": round(result.history.seconds, 3),
         }
+        metrics["n_parameters"] = sum(p.numel() for p in result.model.parameters())
         files = write_artifacts(result.model, result, metrics, dataset, data_spec, name, outputs, sparse)
         # The files' SHA-256 go to the tracking store: `pipeline.load_model` refuses files that differ.
         tags = _equation_tags(result.model) | loading.digests(outputs.model_dir)
-        tracker.log(parent_id, params=_run_params(result), metrics=metrics, tags=tags)
+        tags["mlflow.note.content"] = _description(data_spec, result, metrics, tags.get("recovered_equation"))
+        params = _run_params(result) | (facts or {})
+        tracker.log(parent_id, params=params, tags=tags)
         tracker.log_history(parent_id, result.history.train_loss, result.history.val_loss)
         tracker.log_artifacts(parent_id, files)
         X_example = np.asarray(dataset.X_val[:5], dtype=np.float32)
-        model_uri = tracker.log_torch_model(parent_id, result.model, X_example)
+        model_name = f"{data_spec.name}-{result.spec.family}"
+        model_uri = tracker.log_torch_model(
+            parent_id, result.model, X_example, model_name, params, metrics, (data_spec.name, source_digest)
+        )
     except BaseException:
         tracker.end(parent_id, "FAILED")
         raise
     tracker.end(parent_id, "FINISHED")
-    return metrics | {"run_id": parent_id, "model_uri": model_uri}
+    return metrics | {"run_id": parent_id, "model_uri": model_uri, "experiment_id": tracker.experiment_id}
 
 
 @dataclass
@@ -514,6 +559,20 @@ def write_artifacts(
     return sorted(model_dir.iterdir())
 
 
+def _description(data_spec, result, metrics: dict, recovered: str | None) -> str:
+    """The parent run's description in the MLflow UI: what was fitted, how well, what came back."""
+    spec = data_spec
+    text = (
+        f"**{spec.name} / {result.spec.family}**: `y = {spec.equation.text}` ({spec.equation.n_features} inputs, "
+        f"{spec.n_samples} rows, noise {spec.noise}). Best of {result.n_complete + result.n_pruned} trials "
+        f"(trial {result.best_trial}): val_mse {metrics['val_mse']:.3g} against a noise floor of "
+        f"{metrics['floor_mse']:.3g}, out of range {metrics['ood_mse']:.3g}."
+    )
+    if recovered:
+        text += f" Equation read back from the weights: `{recovered}`."
+    return text + " The verdict across families is in the `report` run (summary.md)."
+
+
 def _run_params(result) -> dict:
     return result.best_params | {"family": result.spec.family, "best_trial": result.best_trial}
 
@@ -566,12 +625,31 @@ def compare(
             slices[family] = report.read_table(outputs.slice)
         report.plot_dataset(out_dir / f"{dataset}.png", dataset, predictions, slices, (spec.ood_low, spec.ood_high))
         images.append(f"{dataset}.png")
+    _remove_stale_plots(params, metrics_dir, models_dir, plots_dir, progress)
     report.plot_comparison(out_dir / "comparison.png", results)
     (out_dir / "comparison.json").write_text(json.dumps(results, indent=2) + "\n")
     report.write_summary(out_dir / "summary.md", results, images)
     _log_report(params, out_dir, tags or {})
     progress(f"report written to {out_dir / 'summary.md'}")
     return results
+
+
+def _remove_stale_plots(params: Params, metrics_dir, models_dir, plots_dir, progress: Progress) -> None:
+    """Plot tables of datasets no longer in params.yaml: DVC leaves the outputs of stages that are
+    gone, and `dvc plots show` would still draw them."""
+    from pipeline.config import FAMILIES
+
+    current = {
+        getattr(TuneOutputs.under(models_dir, metrics_dir, plots_dir, d, f), kind)
+        for d in params.datasets
+        for f in FAMILIES
+        for kind in ("loss_curve", "predictions", "slice")
+    }
+    for folder in {path.parent for path in current}:
+        for table in sorted(Path(folder).glob("*.csv")):
+            if table not in current:
+                table.unlink()
+                progress(f"removed {table}: its dataset is no longer in params.yaml")
 
 
 def _context(params: Params, dataset: str, family: str, truth: dict | None) -> dict:
@@ -601,21 +679,57 @@ def _log_report(params: Params, out_dir: Path, tags: dict[str, str]) -> None:
         tracker.log_artifacts(run_id, sorted(out_dir.iterdir()))
 
 
-def promote(params: Params, tuned: dict[str, dict[str, dict]], progress: Progress = print) -> list:
-    """Register each dataset's best model; move its `champion` alias only if it is better.
+def latest_results(params: Params) -> dict[str, dict[str, dict]]:
+    """The latest finished parent run of each (dataset, family) of params.yaml, as `tune` returns
+    them: what `python -m pipeline promote` promotes after a `dvc repro`."""
+    from pipeline.config import FAMILIES
+    from pipeline.tracking import Tracker
 
-    `tuned[dataset][family]` is what `tune` returned (metrics and `run_id`).
+    tracker = Tracker(params.tracking.mlflow_tracking_uri(), params.tracking.experiment)
+    tuned: dict[str, dict[str, dict]] = {}
+    for dataset in params.datasets:
+        for family in FAMILIES:
+            found = tracker.client.search_runs(
+                [tracker.experiment_id],
+                f"tags.role = 'parent' and tags.dataset = '{dataset}' and tags.model = '{family}' "
+                "and attributes.status = 'FINISHED'",
+                order_by=["attributes.start_time DESC"],
+                max_results=1,
+            )
+            if not found:
+                raise FileNotFoundError(f"no finished tuning of {dataset}/{family} in MLflow: run `dvc repro` first")
+            run = found[0]
+            tuned.setdefault(dataset, {})[family] = dict(run.data.metrics) | {
+                "run_id": run.info.run_id,
+                "model_uri": f"models:/{run.outputs.model_outputs[0].model_id}",  # its logged model
+                "experiment_id": tracker.experiment_id,
+            }
+    return tuned
+
+
+def promote(params: Params, tuned: dict[str, dict[str, dict]], progress: Progress = print) -> list:
+    """Register each dataset's best model (the report's rule, `report.best_family`); move its
+    `champion` alias only if it is better.
+
+    `tuned[dataset][family]` is what `tune` returned (metrics, `run_id` and `model_uri`).
     """
     from mlflow import MlflowClient
 
-    from pipeline import registry
+    from pipeline import registry, report
 
     client = MlflowClient(params.tracking.mlflow_tracking_uri())
     decisions = []
     for dataset, by_family in tuned.items():
-        family, best = min(by_family.items(), key=lambda item: item[1]["val_mse"])
+        family = report.best_family(by_family)
+        best = by_family[family]
         name = f"{params.tracking.experiment}-{dataset}"
-        decision = registry.promote(client, name, best["run_id"], best["model_uri"], best["val_mse"])
-        progress(f"[{dataset}] {family} registered as version {decision.version}: {decision.reason}")
+        about = (
+            f"The best model for dataset `{dataset}` (`y = {params.datasets[dataset].equation}`), chosen as the "
+            "report chooses: the simplest family that reaches the noise floor, else the lowest val_mse. "
+            "`champion` points at the version with the lowest val_mse so far. Load it without pickle: "
+            f"`python -m pipeline predict --model models:/{name}@champion --row=...`."
+        )
+        decision = registry.promote(client, name, best["run_id"], best["model_uri"], best["val_mse"], about, family)
+        progress(f"[{dataset}] {family}: {decision.reason}")
         decisions.append(decision)
     return decisions

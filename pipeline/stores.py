@@ -85,6 +85,19 @@ def _mlflow_schema(found: str, expected: str) -> str:
     )
 
 
+# MLflow 3's UI opens an experiment on its GenAI overview unless it is told the experiment's kind.
+EXPERIMENT_TAGS = {
+    "mlflow.experimentKind": "custom_model_development",
+    "mlflow.note.content": (
+        "Can a neural network solve linear and nonlinear equations? One parent run per (dataset, model "
+        "family), named `<dataset>/<family>`, holding the best trial's model, its scores (`val_mse` "
+        "against the noise floor `floor_mse`) and, for the linear families, the equation read back from "
+        "the weights. Nested under it, one run per Optuna trial with its per-epoch curves. The run named "
+        "`report` holds the comparison report (reports/summary.md)."
+    ),
+}
+
+
 def mlflow_experiment(tracking_uri: str, experiment: str, artifact_location: str | None = None):
     """An `MlflowClient` of the store and the id of `experiment` in it, created if missing. The
     client is made under the lock: making it is what creates (migrates) a new store's schema."""
@@ -100,13 +113,19 @@ def mlflow_experiment(tracking_uri: str, experiment: str, artifact_location: str
                     f"(`mlflow experiments restore --experiment-id {found.experiment_id}`) or choose another "
                     "tracking.experiment"
                 )
-            return client, found.experiment_id
-        try:
-            return client, client.create_experiment(experiment, artifact_location=artifact_location)
-        except Exception as exc:  # a tracking server: another process created it meanwhile
-            if getattr(exc, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
-                raise
-            return client, client.get_experiment_by_name(experiment).experiment_id
+            experiment_id = found.experiment_id
+        else:
+            try:
+                experiment_id = client.create_experiment(experiment, artifact_location=artifact_location)
+            except Exception as exc:  # a tracking server: another process created it meanwhile
+                if getattr(exc, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
+                    raise
+                experiment_id = client.get_experiment_by_name(experiment).experiment_id
+        tags = client.get_experiment(experiment_id).tags
+        for key, value in EXPERIMENT_TAGS.items():
+            if key not in tags:  # a user's own description is theirs
+                client.set_experiment_tag(experiment_id, key, value)
+        return client, experiment_id
 
 
 def optuna_storage(url: str):

@@ -74,7 +74,7 @@ class Tracker:
         self.end(run_id, status)
 
     def start(self, name: str, tags: dict[str, str], parent_id: str | None = None) -> str:
-        all_tags = self.tags | tags | {MLFLOW_RUN_NAME: name}
+        all_tags = source_tags() | self.tags | tags | {MLFLOW_RUN_NAME: name}
         if parent_id:
             all_tags[MLFLOW_PARENT_RUN_ID] = parent_id
         return self.client.create_run(self.experiment_id, run_name=name, tags=all_tags).info.run_id
@@ -141,10 +141,15 @@ class Tracker:
         for path in paths:
             self.client.log_artifact(run_id, str(path))
 
-    def log_torch_model(self, run_id: str, model, X_example) -> str:
-        """Log the model as an MLflow PyTorch model with a signature; return its models:/ URI."""
+    def log_torch_model(
+        self, run_id: str, model, X_example, name: str, params: dict, metrics: dict, dataset: tuple[str, str]
+    ) -> str:
+        """Log the model as an MLflow PyTorch model named `name`, with a signature, linked (MLflow 3
+        logged models) to the run's params and to its metrics on the dataset (name, digest); return
+        its models:/ URI. The run's metrics are logged here, once, with that link."""
         import mlflow
         import torch
+        from mlflow.entities import Metric
         from mlflow.models import infer_signature
 
         with torch.no_grad():
@@ -153,14 +158,45 @@ class Tracker:
         with mlflow.start_run(run_id=run_id):
             info = mlflow.pytorch.log_model(
                 model,
-                name="model",
+                name=name,
                 signature=infer_signature(X_example, y_example),
                 input_example=X_example,  # the default pt2 format traces the model on it
                 # Stated rather than inferred: inference loads the model in a subprocess (seconds).
                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"],
+                params={key: str(value) for key, value in params.items()},
             )
-
+        now = _now_ms()
+        points = [
+            Metric(
+                key, float(value), now, 0, model_id=info.model_id, dataset_name=dataset[0], dataset_digest=dataset[1]
+            )
+            for key, value in metrics.items()
+            if value is not None
+        ]
+        self.client.log_batch(run_id, metrics=points)
         return info.model_uri
+
+
+def source_tags() -> dict[str, str]:
+    """Who ran what: MLflow's own source and user tags (its UI shows "-" without them), and the
+    DVC experiment's name when `dvc exp run` started the stage."""
+    import getpass
+    import os
+    import sys
+
+    command = (
+        " ".join(["python -m pipeline", *sys.argv[1:]])[:500] if sys.argv[0].endswith("pipeline/__main__.py") else ""
+    )
+    tags = {
+        "mlflow.source.name": command or Path(sys.argv[0]).name or "python",
+        "mlflow.source.type": "LOCAL",
+        "mlflow.user": os.environ.get("USER") or getpass.getuser(),
+    }
+    if os.environ.get("DVC_EXP_NAME"):
+        tags["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]
+    if os.environ.get("DVC_STAGE"):
+        tags["dvc_stage"] = os.environ["DVC_STAGE"]
+    return tags
 
 
 def commit_tags(repo: Path | str = ".") -> dict[str, str]:

@@ -126,6 +126,7 @@ def create_study(name: str, storage, settings: StudySettings, attrs: dict[str, s
         sampler=optuna.samplers.TPESampler(seed=settings.sampler_seed, constant_liar=True),
         pruner=make_pruner(settings),
     )
+    study.set_metric_names(["val_mse"])  # optuna-dashboard shows it instead of "Objective 0"
     for key, value in (attrs or {}).items():
         study.set_user_attr(key, value)
     return study

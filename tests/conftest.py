@@ -38,7 +38,7 @@ def make_repo(root: Path, params_raw: dict) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     for package in ("pipeline", "flows"):
         shutil.copytree(ROOT / package, root / package, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
+    for name in ("dvc.yaml", ".gitignore", ".dvcignore", "prefect.toml"):
         shutil.copy(ROOT / name, root / name)
     shutil.copytree(ROOT / ".dvc", root / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
     (root / "params.yaml").write_text(yaml.safe_dump(params_raw, sort_keys=False))

@@ -268,7 +268,7 @@ def champion(tmp_path, default_params_raw, monkeypatch):
     # Registering sets MLflow's tracking URI, which also exports MLFLOW_TRACKING_URI: monkeypatch
     # takes it back afterwards, so later tests do not write to this store.
     monkeypatch.setenv("MLFLOW_TRACKING_URI", client.tracking_uri)
-    registry.promote(client, "equations-product", parent.info.run_id, f"runs:/{parent.info.run_id}/model", 1.0)
+    registry.promote(client, "equations-product", parent.info.run_id, f"runs:/{parent.info.run_id}/product-linear", 1.0)
     return root, client, parent
 
 

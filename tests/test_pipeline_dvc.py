@@ -46,7 +46,7 @@ def test_repro_runs_every_stage(repo):
         assert f"Running stage 'generate@{dataset}'" in output
         assert f"Running stage 'tune@{dataset}'" in output  # one process tunes the dataset's three families
     assert "Running stage 'compare'" in output
-    assert "trial 2/2" in output  # progress lines reach the terminal
+    assert "(2 of 2) complete" in output  # progress lines reach the terminal
 
 
 def test_one_parent_run_per_dataset_and_model(runs, repo):
@@ -84,7 +84,7 @@ def test_one_nested_run_per_trial_with_epoch_curves(runs):
 
 def test_parent_artifacts_load_back(runs, tmp_path, monkeypatch):
     client, parents, _ = runs
-    for (_, family), run in parents.items():
+    for (dataset, family), run in parents.items():
         run_id = run.info.run_id
         names = {a.path for a in client.list_artifacts(run_id)}
         assert {"loss_curve.png", "predictions.png", "slice.png", "model.pt", "spec.json"} <= names
@@ -101,11 +101,11 @@ def test_parent_artifacts_load_back(runs, tmp_path, monkeypatch):
         # runs to this store: monkeypatch takes the variable back afterwards.
         monkeypatch.setenv("MLFLOW_TRACKING_URI", client._tracking_client.tracking_uri)
         mlflow.set_tracking_uri(client._tracking_client.tracking_uri)
-        logged = mlflow.pytorch.load_model(f"runs:/{run_id}/model")
+        logged = mlflow.pytorch.load_model(f"runs:/{run_id}/{dataset}-{family}")  # models named after both
         x = torch.randn(4, 10)
         with torch.no_grad():
             torch.testing.assert_close(logged(x), model(x))
-        info = mlflow.models.get_model_info(f"runs:/{run_id}/model")
+        info = mlflow.models.get_model_info(f"runs:/{run_id}/{dataset}-{family}")
         assert info.signature is not None and info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, 10)
 
 
@@ -133,9 +133,11 @@ def test_metrics_and_plots_render(repo, tmp_path):
     sh(root, "dvc", "plots", "show", "-o", str(tmp_path / "plots"))
     html = (tmp_path / "plots" / "index.html").read_text()
     assert "train_loss" in html and "val_loss" in html
+    assert "cdn.jsdelivr.net" not in html and "/* vega-lite@5" in html  # works offline: the scripts are inline
+    assert '"type": "log"' in html and "per epoch of the best trial, log scale" in html
     summary = (root / "reports" / "summary.md").read_text()
     assert summary.count("| product |") == 3
-    assert "| y = 2.000*x0 - 3.000*x1 + 2.000*x0*x1 - 3.000 |" in summary  # the true equation, expanded
+    assert "| `y = 2.000*x0 - 3.000*x1 + 2.000*x0*x1 - 3.000` |" in summary  # the true equation, expanded
     for image in ("comparison.png", "linear.png", "product.png"):
         assert (root / "reports" / image).stat().st_size > 10_000 and f"]({image})" in summary
 

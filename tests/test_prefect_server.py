@@ -62,7 +62,6 @@ def served(tmp_path_factory, default_params_raw):
         "PREFECT_HOME": str(base / "prefect-home"),
         "PREFECT_API_URL": api,
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_SERVER_UI_ENABLED": "false",
         "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",
         "PREFECT_RUNNER_POLL_FREQUENCY": "2",
     }
@@ -118,7 +117,9 @@ def test_nightly_schedule_is_registered_and_follows_the_cron(served):
     assert now < first <= now + timedelta(days=1)
 
 
-def test_two_triggered_experiments_run_one_at_a_time_and_complete_with_every_output(served):
+@pytest.fixture(scope="module")
+def triggered(served):
+    """Two runs of the experiment deployment triggered at once, polled every half second to the end."""
     api, repo, env, _ = served
     nightly = wait_for(lambda: _deployment(api, "experiment", "nightly"), 120, "the experiment deployment")
     runs = [
@@ -133,6 +134,12 @@ def test_two_triggered_experiments_run_one_at_a_time_and_complete_with_every_out
         return states if all(s["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") for s in states) else None
 
     states = wait_for(finished, 600, "both triggered runs to finish", interval=0.5)
+    return {"deployment": nightly, "runs": runs, "states": states, "seen": seen}
+
+
+def test_two_triggered_experiments_run_one_at_a_time_and_complete_with_every_output(served, triggered):
+    api, repo, env, _ = served
+    runs, states, seen = triggered["runs"], triggered["states"], triggered["seen"]
     assert [state["type"] for state in states] == ["COMPLETED", "COMPLETED"], states
     assert max(poll.count("RUNNING") for poll in seen) == 1  # never both at once ...
     assert any(poll.count("RUNNING") == 1 and "SCHEDULED" in poll for poll in seen)  # ... one waited for the other
@@ -160,3 +167,41 @@ def test_schedule_stays_active_after_the_serving_process_stops(served):
     assert serving.returncode is not None
     nightly = _deployment(api, "experiment", "nightly")
     assert not nightly["paused"] and all(s["active"] for s in nightly["schedules"])
+
+
+@pytest.mark.browser
+def test_the_prefect_ui_names_task_runs_and_shows_the_report_artifact(served, triggered, tmp_path):
+    from playwright.sync_api import sync_playwright
+    from test_browser import CHROMIUM, FLAGS, shoot
+
+    api = served[0]
+    ui = api.removesuffix("/api")
+    run = triggered["runs"][0]
+    artifacts = _post(api, "/artifacts/filter", {"flow_runs": {"id": {"any_": [run["id"]]}}})
+    assert [a["key"] for a in artifacts] == ["equations-report"]
+    assert "## MLflow parent runs" in artifacts[0]["data"] and "product/cross" in artifacts[0]["data"]
+    names = {t["name"] for t in _post(api, "/task_runs/filter", {"flow_runs": {"id": {"any_": [run["id"]]}}})}
+    assert {"compare: the report", "dvc commit and push", "promote champions"} <= names
+    subflows = _post(api, "/flow_runs/filter", {"flow_runs": {"parent_flow_run_id": {"any_": [run["id"]]}}})
+    tune_models = next(f for f in subflows if httpx.get(f"{api}/flows/{f['flow_id']}").json()["name"] == "tune-models")
+    tune_names = {
+        t["name"] for t in _post(api, "/task_runs/filter", {"flow_runs": {"id": {"any_": [tune_models["id"]]}}})
+    }
+    assert tune_names == {"tune linear: linear, cross, mlp", "tune product: linear, cross, mlp"}
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1600, "height": 900})
+        page.set_default_timeout(90_000)
+        page.goto(f"{ui}/runs/flow-run/{run['id']}")
+        page.get_by_text("Artifacts", exact=True).first.click()
+        page.get_by_text("equations-report", exact=False).first.wait_for()
+        shoot(page, "prefect-artifact.png", tmp_path)
+        page.goto(f"{ui}/runs/flow-run/{tune_models['id']}")  # the subflow that tunes every dataset
+        page.get_by_text("Task Runs", exact=True).first.click()
+        page.get_by_text("tune product: linear, cross, mlp", exact=False).first.wait_for()
+        page.get_by_text("tune linear: linear, cross, mlp", exact=False).first.wait_for()
+        page.goto(f"{ui}/deployments/deployment/{triggered['deployment']['id']}")
+        page.get_by_text("nightly", exact=False).first.wait_for()
+        page.wait_for_timeout(2000)
+        shoot(page, "prefect-deployment.png", tmp_path)
+        browser.close()
