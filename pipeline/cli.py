@@ -48,6 +48,23 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--models-dir", type=Path, required=True, help="directory for weights and readable artifacts")
     tune.add_argument("--metrics-dir", type=Path, required=True, help="directory for the metrics files (.json)")
     tune.add_argument("--plots-dir", type=Path, required=True, help="directory for the plot tables (.csv)")
+    tune.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="run the trials in N worker processes here (0: only in workers started elsewhere); "
+        "the study's storage should then be PostgreSQL",
+    )
+
+    worker = commands.add_parser(
+        "worker",
+        help="join a tuning started elsewhere (no repo, no params.yaml needed)",
+        description="Downloads the job and the dataset from the parent MLflow run, joins its Optuna study and "
+        "trains batches of its trials until the study holds its n_trials finished trials.",
+    )
+    worker.add_argument("--parent", required=True, help="the tuning's MLflow parent run id")
+    worker.add_argument("--tracking-uri", required=True, help="the MLflow tracking URI (a server, beyond one machine)")
+    worker.add_argument("--storage", required=True, help="the Optuna storage URL of the study (PostgreSQL)")
 
     compare = commands.add_parser("compare", help="compare every (dataset, model) and write the report")
     compare.add_argument("--metrics-dir", type=Path, required=True, help="directory of the tune stages' metrics")
@@ -89,6 +106,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "worker":  # it brings its own settings: no params.yaml where it runs
+            from pipeline import workers
+
+            workers.work(args.parent, args.tracking_uri, args.storage)
+            return 0
         params = load_params(args.params)
         _check_names(params, args)
         COMMANDS[args.command](params, args)
@@ -154,7 +176,9 @@ def _tune(params: Params, args) -> None:
         family: stages.TuneOutputs.under(args.models_dir, args.metrics_dir, args.plots_dir, args.dataset, family)
         for family in args.models
     }
-    stages.tune(params, args.dataset, args.data, outputs, expected_md5=stages.locked_md5(args.data))
+    stages.tune(
+        params, args.dataset, args.data, outputs, expected_md5=stages.locked_md5(args.data), workers=args.workers
+    )
 
 
 def _compare(params: Params, args) -> None:

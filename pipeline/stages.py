@@ -193,6 +193,7 @@ def tune(
     tags: dict[str, str] | None = None,
     progress: Progress = print,
     expected_md5: str | None = None,
+    workers: int | None = None,
 ) -> dict[str, dict]:
     """Stage `tune`: tune each family of `outputs` on one dataset, one after another, tracked in MLflow.
 
@@ -200,7 +201,9 @@ def tune(
     process meanwhile. Returns, per family, the metrics plus the MLflow parent run's id (`run_id`)
     and its model's URI (`model_uri`). Parent runs end FAILED if anything fails or is interrupted.
     The dataset is refused unless its MD5 is `expected_md5` (when given: what DVC recorded). Runs
-    and trials that dead processes left RUNNING in the same stores are ended first.
+    and trials that dead processes left RUNNING in the same stores are ended first. With `workers`
+    (0 or more), worker processes run the trials instead (`pipeline.workers`): that many started
+    here, and any started elsewhere with `python -m pipeline worker`.
     """
     from pipeline import liveness, stores
     from pipeline.recorder import Recorder
@@ -229,7 +232,7 @@ def tune(
                 futures[family] = _tune_family(
                     params,
                     dataset,
-                    storage,
+                    (storage, workers, Path(data_path)),
                     family,
                     family_outputs,
                     recorder,
@@ -272,10 +275,9 @@ def study_name(experiment: str, name: str, parent_id: str) -> str:
     return f"{experiment}/{name}/{parent_id}"
 
 
-def _tune_family(
-    params, dataset, storage, family, outputs, recorder, target, parent_id, source, trials: list, progress
-):
-    """Run every trial of one family here; returns the recorder's future of its results."""
+def _tune_family(params, dataset, where, family, outputs, recorder, target, parent_id, source, trials: list, progress):
+    """Run every trial of one family (here, or by workers); returns the recorder's future of its results."""
+    storage, workers, data_path = where
     from pipeline import liveness, train
     from pipeline.tune import create_study
     from pipeline.tune import tune as run_study
@@ -295,7 +297,12 @@ def _tune_family(
     study_id = study_name(params.tracking.experiment, name, parent_id)
     study = create_study(study_id, storage, study_settings(tuning), attrs)
     recorder.submit(tag_run, target, parent_id, {"optuna_study": study.study_name})
-    on_trial = _trial_logger(recorder, target, parent_id, name, tuning.n_trials, source, trials, progress)
+    if workers is not None:
+        result = _by_workers(
+            params, study, family, dataset, data_path, tuning, recorder, target, parent_id, source, workers, progress
+        )
+        return _finish(params, result, recorder, target, parent_id, dataset, outputs, tuning, source, progress)
+    on_ask, on_trial = _trial_logger(recorder, target, parent_id, name, tuning.n_trials, source, trials, progress)
     result = run_study(
         study,
         model_spec(params, family, dataset.n_features),
@@ -305,7 +312,13 @@ def _tune_family(
         tuning.sampler_seed,
         on_trial,
         batch=tuning.trials_per_batch,
+        on_ask=on_ask,
     )
+    return _finish(params, result, recorder, target, parent_id, dataset, outputs, tuning, source, progress)
+
+
+def _finish(params, result, recorder, target, parent_id, dataset, outputs, tuning, source, progress):
+    name = f"{source[0]}/{result.spec.family}"
     progress(
         f"[{name}] best trial {result.best_trial}: val_mse={result.best_value:.4g} in {result.seconds:.1f}s; "
         f"MLflow run {parent_id}"
@@ -314,6 +327,53 @@ def _tune_family(
     data_spec = dataset_spec(params, source[0])
     facts = _facts(params, source[0], tuning)
     return recorder.submit(record_best, target, parent_id, result, dataset, data_spec, outputs, facts, source[1])
+
+
+def _by_workers(params, study, family, dataset, data_path, tuning, recorder, target, parent_id, source, n, progress):
+    """The study's trials run by worker processes (`pipeline.workers`); the best trial's model back
+    from MLflow. Returns what `tune.tune` returns."""
+    import time
+
+    from optuna.trial import TrialState
+
+    from pipeline import workers
+    from pipeline.models import ModelSpec
+    from pipeline.train import History, TrainSettings
+    from pipeline.tune import CHOICES, TuneResult
+
+    start = time.perf_counter()
+    name = f"{source[0]}/{family}"
+    spec = model_spec(params, family, dataset.n_features)
+    job = workers.job(
+        study.study_name, source[0], source[1], spec, search_space(tuning), study_settings(tuning), tuning,
+        params.training.device, params.training.threads,
+    )  # fmt: skip
+    recorder.submit(workers.publish, target, parent_id, job, data_path).result()
+    uri, url = params.tracking.mlflow_tracking_uri(), params.tracking.optuna_storage_url()
+    progress(f"[{name}] waiting for workers: python -m pipeline worker --parent {parent_id} --tracking-uri {uri} "
+             "--storage <the study's database URL>")  # fmt: skip
+    processes = workers.start_local(n, parent_id, uri, url)
+    try:
+        workers.wait(study, tuning.n_trials, processes, progress, name)
+    finally:
+        for process in processes:
+            process.wait()
+    if ended := workers.end_stale_runs(study, uri):
+        progress(f"[{name}] {ended} trial run(s) of workers that died ended KILLED; their trials were retried")
+    trial, model, spec_json, history = workers.collect(study, uri)
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    return TuneResult(
+        best_params=trial.params | {k: v for k, v in trial.user_attrs.items() if k in CHOICES},
+        best_value=trial.value,
+        best_trial=trial.number,
+        model=model,
+        spec=ModelSpec(spec_json["family"], tuple(spec_json["terms"]), spec_json["depth"], spec_json["width"]),
+        settings=TrainSettings(**spec_json["settings"]),
+        history=History(history["train_loss"], history["val_loss"]),
+        n_complete=states.count(TrialState.COMPLETE),
+        n_pruned=states.count(TrialState.PRUNED),
+        seconds=time.perf_counter() - start,
+    )
 
 
 def _facts(params: Params, dataset: str, tuning: TuningConfig) -> dict[str, str]:
@@ -355,34 +415,47 @@ def close_run(target, run_id: str, status: str) -> None:
 
 
 def _trial_logger(recorder, target, parent_id, name, n_trials, source, pending: list, progress):
+    """(on_ask, on_trial) for `tune.tune`: each trial's nested MLflow run is opened by the recorder
+    as soon as the trial is asked (its id becomes the trial's user attribute `mlflow_run_id`, for
+    optuna-dashboard), and filled and ended when the trial is over."""
     best = {"value": float("inf"), "done": 0}
+    runs: dict[int, object] = {}  # trial number -> future of its run id
+
+    def on_ask(numbers: list[int]):
+        for number in numbers:
+            tags = {"trial": str(number)}
+            runs[number] = recorder.submit(open_run, target, f"{name}/trial-{number}", tags, parent_id, source)
+        return lambda number: {"mlflow_run_id": runs[number].result()}
 
     def on_trial(outcome) -> None:
         value = outcome.history.val_loss[-1] if outcome.history.val_loss else float("nan")
         if outcome.state == "COMPLETE":
             best["value"] = min(best["value"], value)
         best["done"] += 1
-        pending.append(recorder.submit(record_trial, target, parent_id, name, outcome, source))
+        pending.append(recorder.submit(record_trial, target, runs[outcome.number].result(), outcome))
         # Optuna's trial number, as in "best trial N", the study and the run name; then how many are done.
         progress(
             f"[{name}] trial {outcome.number} ({best['done']} of {n_trials}) {outcome.state.lower()}: "
             f"val_mse={value:.4g} after {len(outcome.history.val_loss)} epochs; best {best['value']:.4g}"
         )
 
-    return on_trial
+    return on_ask, on_trial
 
 
-def record_trial(target, parent_id: str, name: str, outcome, source: tuple[str, str, str]) -> None:
-    """One nested run per trial: its params, final val_mse if it completed, per-epoch curves."""
+def record_trial(target, run_id: str, outcome) -> None:
+    """Fill a trial's nested run: its params, final val_mse if it completed, per-epoch curves; end it."""
     value = outcome.history.val_loss[-1] if outcome.history.val_loss else float("nan")
     # A diverged trial failed; an interrupted one (Ctrl-C, SIGTERM) was killed.
     status = {"DIVERGED": "FAILED", "FAIL": "KILLED"}.get(outcome.state, "FINISHED")
-    tags = {"trial": str(outcome.number), "optuna_state": outcome.state}
     tracker = target.tracker()
-    with tracker.run(f"{name}/trial-{outcome.number}", tags, parent_id, status) as run_id:
-        tracker.log(run_id, params=outcome.params, metrics={"val_mse": value} if outcome.state == "COMPLETE" else None)
+    try:
+        metrics = {"val_mse": value} if outcome.state == "COMPLETE" else None
+        tracker.log(run_id, params=outcome.params, metrics=metrics, tags={"optuna_state": outcome.state})
         tracker.log_history(run_id, outcome.history.train_loss, outcome.history.val_loss)
-        tracker.log_dataset(run_id, *source)
+    except BaseException:
+        tracker.end(run_id, "FAILED")
+        raise
+    tracker.end(run_id, status)
 
 
 def record_best(

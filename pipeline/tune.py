@@ -14,6 +14,7 @@ run on several machines).
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -80,6 +81,10 @@ class TuneResult:
 
 
 TrialCallback = Callable[[TrialOutcome], None]
+# on_ask(trial numbers) -> attrs(number): user attributes each trial gets before it is told (for
+# example the id of its MLflow run, opened while the batch trains).
+AskCallback = Callable[[list[int]], Callable[[int], dict]]
+CHOICES = ("batch_size", "optimizer", "width", "depth")  # single-choice settings kept as user attrs
 
 
 def suggest(trial: optuna.Trial, space: SearchSpace, spec: ModelSpec, seed: int) -> Member:
@@ -118,6 +123,7 @@ def create_study(name: str, storage, settings: StudySettings, attrs: dict[str, s
     with `attrs` as its user attributes. A fresh study and a seeded sampler: the result depends on
     the params alone, however many studies the storage holds."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the caller reports progress
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # set_metric_names
     study = optuna.create_study(
         study_name=name,
         storage=storage,
@@ -158,6 +164,7 @@ def tune(
     seed: int = 0,
     on_trial: TrialCallback | None = None,
     batch: int = 16,
+    on_ask: AskCallback | None = None,
 ) -> TuneResult:
     """Run `n_trials` trials of `study`, `batch` at a time; return the best trial's trained model.
 
@@ -168,14 +175,7 @@ def tune(
     best: tuple[float, Member, Trained] | None = None
     for first in range(0, n_trials, batch):
         trials = [study.ask() for _ in range(min(batch, n_trials - first))]
-        members = [suggest(trial, space, spec, seed + trial.number) for trial in trials]
-        batch_run = _Batch(study, trials, on_trial)
-        try:
-            results = fit(members, data, batch_run.stop, batch_run.done)
-        except BaseException:  # an error, Ctrl-C or SIGTERM: no trial of the batch is left RUNNING
-            batch_run.fail_unfinished()
-            raise
-        for member, trained in zip(members, results, strict=True):
+        for member, trained in _run_batch(study, trials, spec, data, space, seed, on_trial, on_ask):
             value = trained.history.final_val
             if trained.state == "COMPLETE" and (best is None or value < best[0]):
                 best = (value, member, trained)
@@ -184,7 +184,7 @@ def tune(
     value, member, trained = best
     states = [t.state for t in study.trials]
     return TuneResult(
-        best_params=study.best_trial.params | study.best_trial.user_attrs,
+        best_params=study.best_trial.params | {k: v for k, v in study.best_trial.user_attrs.items() if k in CHOICES},
         best_value=value,
         best_trial=study.best_trial.number,
         model=trained.model,
@@ -194,6 +194,126 @@ def tune(
         n_complete=states.count(TrialState.COMPLETE),
         n_pruned=states.count(TrialState.PRUNED),
         seconds=time.perf_counter() - start,
+    )
+
+
+def _run_batch(study, trials, spec, data, space, seed, on_trial, on_ask) -> list[tuple[Member, Trained]]:
+    """Train asked trials as one stack, telling each as it ends; none is left RUNNING on an error.
+
+    A trial that retries a failed one (a worker died) trains from the failed trial's seed."""
+    numbers = [_retried(study, trial) for trial in trials]
+    members = [suggest(trial, space, spec, seed + number) for trial, number in zip(trials, numbers, strict=True)]
+    attrs = on_ask([trial.number for trial in trials]) if on_ask else None
+    batch_run = _Batch(study, trials, on_trial, attrs)
+    try:
+        results = fit(members, data, batch_run.stop, batch_run.done)
+    except BaseException:  # an error, Ctrl-C or SIGTERM: no trial of the batch is left RUNNING
+        batch_run.fail_unfinished()
+        raise
+    return list(zip(members, results, strict=True))
+
+
+def _retried(study: optuna.Study, trial: optuna.Trial) -> int:
+    # What RetryFailedTrialCallback.retried_trial_number reads, without loading the whole trial.
+    original = study._storage.get_trial_system_attrs(trial._trial_id).get("failed_trial")
+    return trial.number if original is None else original
+
+
+def join(
+    study: optuna.Study,
+    spec: ModelSpec,
+    data: Tensors,
+    space: SearchSpace,
+    n_trials: int,
+    seed: int = 0,
+    on_trial: TrialCallback | None = None,
+    batch: int = 16,
+    on_ask: AskCallback | None = None,
+    poll_s: float = 1.0,
+) -> tuple[int, Member, Trained] | None:
+    """Work on a study that other processes (on any machine) work on too, until it holds exactly
+    `n_trials` finished trials; return this worker's best (trial number, member, trained), if it
+    completed any.
+
+    The storage must have heartbeats and Optuna's `RetryFailedTrialCallback` (`worker_storage`):
+    the trials of a worker that dies stop beating, `fail_stale_trials` fails them and the callback
+    queues each again, so the count stays exact. Trials are asked in batches as in `tune`; a trial
+    asked beyond the count (two workers asking at once) is told FAIL at once, marked `surplus`.
+    """
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    best: tuple[int, Member, Trained] | None = None
+    while True:
+        optuna.storages.fail_stale_trials(study)
+        trials = study.get_trials(deepcopy=False)
+        finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+        running = sum(t.state == TrialState.RUNNING for t in trials)
+        if finished >= n_trials:
+            return best
+        room = n_trials - finished - running
+        asked = _ask(study, min(batch, room), n_trials) if room > 0 else []
+        if not asked:
+            time.sleep(poll_s)  # the last trials are running elsewhere: they finish, or fail and come back
+            continue
+        with _Heartbeat(study, asked):
+            results = _run_batch(study, asked, spec, data, space, seed, on_trial, on_ask)
+        for trial, (member, trained) in zip(asked, results, strict=True):
+            better = best is None or trained.history.final_val < best[2].history.final_val
+            if trained.state == "COMPLETE" and better:
+                best = (trial.number, member, trained)
+
+
+def _ask(study: optuna.Study, count: int, n_trials: int) -> list[optuna.Trial]:
+    asked = []
+    for _ in range(count):
+        trial = study.ask()
+        study._storage.record_heartbeat(trial._trial_id)  # beating from the start: a crash is noticed
+        earlier = study.get_trials(deepcopy=False)
+        if sum(t.number < trial.number and t.state != TrialState.FAIL for t in earlier) >= n_trials:
+            trial.set_user_attr("surplus", True)
+            study.tell(trial, state=TrialState.FAIL)
+            break
+        asked.append(trial)
+    return asked
+
+
+class _Heartbeat:
+    """Record a heartbeat for each running trial every `interval` seconds, from a thread."""
+
+    def __init__(self, study: optuna.Study, trials: list[optuna.Trial]):
+        import threading
+
+        self.storage, self.ids = study._storage, [t._trial_id for t in trials]
+        self.interval = self.storage.get_heartbeat_interval() or 5
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._beat, daemon=True)
+
+    def _beat(self) -> None:
+        while not self.stopped.wait(self.interval):
+            for trial_id in self.ids:
+                try:
+                    self.storage.record_heartbeat(trial_id)
+                except Exception:  # a trial already told; the next beat tries the others again
+                    pass
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopped.set()
+        self.thread.join()
+
+
+def worker_storage(url: str, heartbeat_s: int = 5, grace_s: int = 20, retries: int = 3):
+    """An RDB storage that several workers share: heartbeats, and a stale trial retried."""
+    # Heartbeats with ask-and-tell are "experimental" to Optuna; they are what it offers for this.
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+    return optuna.storages.RDBStorage(
+        url,
+        heartbeat_interval=heartbeat_s,
+        grace_period=grace_s,
+        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=retries),
     )
 
 
@@ -207,8 +327,8 @@ class _Batch:
     write when the trial ends.
     """
 
-    def __init__(self, study: optuna.Study, trials: list[optuna.Trial], on_trial: TrialCallback | None):
-        self.study, self.trials, self.on_trial = study, trials, on_trial
+    def __init__(self, study: optuna.Study, trials: list[optuna.Trial], on_trial: TrialCallback | None, attrs=None):
+        self.study, self.trials, self.on_trial, self.attrs = study, trials, on_trial, attrs
         self.shadow = optuna.create_study(direction="minimize", pruner=study.pruner)
         self.shadow.add_trials(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
         self.shadow_trials = [self.shadow.ask() for _ in trials]
@@ -224,11 +344,16 @@ class _Batch:
 
     def done(self, member: int, trained: Trained) -> None:
         trial = self.trials[member]
+        self._attach(trial)
         _tell(self.study, trial, trained, self.reported[member])
         self.told.add(member)
         if self.on_trial is not None:
-            params = trial.params | dict(trial.user_attrs)
+            params = trial.params | {k: v for k, v in trial.user_attrs.items() if k in CHOICES}
             self.on_trial(TrialOutcome(trial.number, params, trained.history, trained.state))
+
+    def _attach(self, trial: optuna.Trial) -> None:
+        for key, value in (self.attrs(trial.number) if self.attrs else {}).items():
+            trial.set_user_attr(key, value)
 
     def fail_unfinished(self) -> None:
         """Tell FAIL every trial not yet told, with the curve it had reached (it was interrupted);
@@ -236,11 +361,16 @@ class _Batch:
         unfinished = [member for member in range(len(self.trials)) if member not in self.told]
         for member in unfinished:
             trial = self.trials[member]
+            try:
+                self._attach(trial)
+            except Exception:  # the attributes are a courtesy; leaving no trial RUNNING is not
+                pass
             _record_curve(self.study, trial._trial_id, self.reported[member])
             self.study.tell(trial, state=TrialState.FAIL)
         for member in unfinished if self.on_trial is not None else ():
             trial, history = self.trials[member], History(self.trained[member], self.reported[member])
-            self.on_trial(TrialOutcome(trial.number, trial.params | dict(trial.user_attrs), history, "FAIL"))
+            params = trial.params | {k: v for k, v in trial.user_attrs.items() if k in CHOICES}
+            self.on_trial(TrialOutcome(trial.number, params, history, "FAIL"))
 
 
 def _tell(study: optuna.Study, trial: optuna.Trial, trained: Trained, reported: list[float]) -> None:

@@ -182,6 +182,13 @@ def test_optuna_dashboard_names_the_metric_and_links_the_run(site, page):
         study.user_attrs["equation"] == "(2*x0 - 3)*(x1 + 1)" and study.user_attrs["mlflow_experiment"] == "equations"
     )
     assert study.study_name.endswith(study.user_attrs["mlflow_run_id"])
+    client = MlflowClient(f"sqlite:///{site['repo'] / 'mlflow.db'}")
+    for trial in optuna.load_study(study_name=study.study_name, storage=storage).trials:
+        run = client.get_run(trial.user_attrs["mlflow_run_id"])  # each trial links its nested run
+        assert (
+            run.data.tags["trial"] == str(trial.number)
+            and run.data.tags["mlflow.parentRunId"] == study.user_attrs["mlflow_run_id"]
+        )
 
 
 def test_dvc_plots_draw_with_the_network_blocked(site, browser, tmp_path):

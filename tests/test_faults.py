@@ -161,14 +161,15 @@ def test_sigkill_then_the_next_run_leaves_nothing_running(tmp_path, default_para
     assert finish(victim)[0] == -signal.SIGKILL
     time.sleep(2.5)  # the recorder process notices its parent is gone and exits within a second
     left = [r for r in all_runs(root) if r.info.status == "RUNNING"]
-    assert [r.data.tags["role"] for r in left] == ["parent"] and running_trials(root) == 4
+    parent = [r for r in left if r.data.tags.get("role") == "parent"]
+    assert len(parent) == 1 and running_trials(root) == 4  # and the trials' runs the recorder had opened
 
     code, output = finish(start(root, tune_cmd("b", "linear")))  # the next run of the stage
     assert code == 0, output
-    assert "cleanup: 1 MLflow run(s) ended KILLED and 4 Optuna trial(s) failed" in output
+    assert f"cleanup: {len(left)} MLflow run(s) ended KILLED and 4 Optuna trial(s) failed" in output
     runs = {r.info.run_id: r for r in all_runs(root)}
     assert not [r for r in runs.values() if r.info.status == "RUNNING"] and running_trials(root) == 0
-    assert runs[left[0].info.run_id].info.status == "KILLED"
+    assert {runs[r.info.run_id].info.status for r in left} == {"KILLED"}
     killed = [s for s in all_studies(root).values() if s.user_attrs["model"] == "mlp"]
     assert [t.state for t in killed[0].trials] == [TrialState.FAIL] * 4
 

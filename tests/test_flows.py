@@ -80,9 +80,9 @@ def test_same_params_twice_make_no_second_version(twice):
     client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
     for dataset in ("linear", "product"):
         name = f"equations-{dataset}"
-        assert [v.version for v in client.search_model_versions(f"name = '{name}'")] == ["1"]
+        assert [str(v.version) for v in client.search_model_versions(f"name = '{name}'")] == ["1"]
         champion = client.get_model_version_by_alias(name, "champion")
-        assert champion.version == "1" and champion.tags["promotion"] == "promoted"
+        assert str(champion.version) == "1" and champion.tags["promotion"] == "promoted"
         assert champion.tags["family"] in ("linear", "cross", "mlp") and "first champion" in champion.description
         assert "the simplest family that reaches the noise floor" in client.get_registered_model(name).description
         # The second run trained the very same model: it says so instead of adding a version.

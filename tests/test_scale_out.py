@@ -1,0 +1,126 @@
+"""Beyond one machine, with the real engines: a throwaway PostgreSQL cluster (initdb, pg_ctl) for
+the Optuna study and the MLflow backend store, a real `mlflow server` with proxied artifacts, and
+three `python -m pipeline worker` processes in directories of their own (no shared disk: they
+get the job and the dataset from the tracking server). One worker is killed with SIGKILL in the
+middle of its trials; the study still ends with exactly its n_trials finished trials.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from conftest import BIN, shrink
+from mlflow import MlflowClient
+from optuna.trial import TrialState
+from test_prefect_server import wait_for
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+import throwaway  # noqa: E402  (tools/ is not a package)
+
+pytestmark = pytest.mark.slow
+N_TRIALS = 24
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A throwaway cluster on 127.0.0.1, a free port, a temp dir; databases `optuna` and `mlflow`."""
+    with throwaway.postgres() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def tracking(postgres):
+    """`mlflow server` on PostgreSQL with proxied artifacts, on loopback."""
+    with throwaway.mlflow_server(f"{postgres}/mlflow") as url:
+        yield url
+
+
+def running_trials(study) -> list:
+    return study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+
+
+def test_three_workers_on_postgres_and_a_tracking_server_survive_a_kill(
+    postgres, tracking, tmp_path, default_params_raw
+):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    shutil.copytree(Path(__file__).resolve().parents[1] / "pipeline", repo / "pipeline")
+    params = shrink(default_params_raw, datasets=("product",))
+    mlp = params["tuning"]["mlp"]
+    mlp.update(n_trials=N_TRIALS, trials_per_batch=4)
+    mlp["pruner"]["name"] = "none"
+    mlp["space"].update(epochs={"low": 300, "high": 400}, width=[16], depth=[2])
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    storage = f"{postgres}/optuna"
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "OPTUNA_STORAGE")}
+    env |= {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "MLFLOW_TRACKING_URI": tracking,
+            "OPTUNA_STORAGE": storage}  # fmt: skip
+    generate = ["python", "-m", "pipeline", "generate", "--dataset", "product", "--out", "data/product.npz",
+                "--meta", "data/product.json"]  # fmt: skip
+    subprocess.run(generate, cwd=repo, env=env, check=True, capture_output=True)
+    tune = ["python", "-m", "pipeline", "tune", "--dataset", "product", "--models", "mlp", "--data",
+            "data/product.npz", "--models-dir", "models", "--metrics-dir", "metrics", "--plots-dir", "plots",
+            "--workers", "0"]  # fmt: skip
+    coordinator = subprocess.Popen(tune, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   text=True)  # fmt: skip
+    lines: list[str] = []
+    for line in coordinator.stdout:  # until it says which parent run the workers join
+        lines.append(line)
+        if match := re.search(r"worker --parent ([0-9a-f]{32})", line):
+            parent_id = match.group(1)
+            break
+    else:
+        pytest.fail("the tune stage never asked for workers:\n" + "".join(lines))
+    worker = ["python", "-m", "pipeline", "worker", "--parent", parent_id, "--tracking-uri", tracking,
+              "--storage", storage]  # fmt: skip
+    workers = [
+        subprocess.Popen(
+            worker,
+            cwd=tmp_path.joinpath(f"w{i}").mkdir() or tmp_path / f"w{i}",
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        for i in range(3)
+    ]
+    study_name = f"equations/product/mlp/{parent_id}"
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    wait_for(lambda: len(running_trials(study)) >= 8, 180, "the workers' first batches", interval=0.2)
+    workers[0].send_signal(signal.SIGKILL)  # mid-batch: its trials stop beating
+    output, _ = coordinator.communicate(timeout=600)
+    assert coordinator.returncode == 0, "".join(lines) + output
+    for process in workers[1:]:
+        assert process.wait(timeout=120) == 0
+
+    trials = study.get_trials(deepcopy=False)
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    failed = [t for t in trials if t.state == TrialState.FAIL and not t.user_attrs.get("surplus")]
+    assert len(finished) == N_TRIALS and not running_trials(study)
+    assert failed, "the killed worker had trials running"
+    retried = [t for t in finished if t.system_attrs.get("failed_trial") is not None]
+    assert {t.system_attrs["failed_trial"] for t in retried} == {t.number for t in failed}
+
+    client = MlflowClient(tracking)
+    experiment = client.get_experiment_by_name("equations")
+    nested = client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'", max_results=500)
+    by_status: dict[str, int] = {}
+    for run in nested:
+        by_status[run.info.status] = by_status.get(run.info.status, 0) + 1
+    assert by_status.get("RUNNING", 0) == 0
+    opened = [t for t in failed if t.user_attrs.get("mlflow_run_id")]  # killed after its run was opened
+    assert by_status.get("FINISHED", 0) == N_TRIALS and by_status.get("KILLED", 0) == len(opened)
+    assert client.get_run(parent_id).info.status == "FINISHED"
+    # The stage's DVC outputs have the shape of a one-process run's.
+    assert sorted(p.name for p in (repo / "models" / "product-mlp").iterdir()) == [
+        "loss_curve.png", "model.pt", "predictions.png", "slice.png", "spec.json"
+    ]  # fmt: skip
+    assert (repo / "metrics" / "product-mlp.json").exists() and (repo / "plots" / "loss" / "product-mlp.csv").exists()

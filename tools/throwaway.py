@@ -1,0 +1,91 @@
+"""Throwaway engines on loopback for the scale-out test and benchmark: a PostgreSQL cluster in a
+temp dir (initdb, pg_ctl: the server binaries of Debian's `postgresql`) and an `mlflow server`
+on it with proxied artifacts. Each is a context manager that stops what it started."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _pg_bin(name: str) -> str:
+    found = shutil.which(name) or next(iter(sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))), None)
+    if not found:
+        raise FileNotFoundError(f"{name} not found: `apt-get install postgresql`")
+    return str(found)
+
+
+def _as_postgres_user(args: list[str]) -> list[str]:
+    # PostgreSQL refuses to run as root (CI runs as root).
+    return ["runuser", "-u", "nobody", "--", *args] if os.geteuid() == 0 else args
+
+
+@contextlib.contextmanager
+def postgres(databases: tuple[str, ...] = ("optuna", "mlflow")) -> Iterator[str]:
+    """A cluster on 127.0.0.1 and a free port, with `databases`; yields its SQLAlchemy URL prefix."""
+    import psycopg2
+
+    base = Path(tempfile.mkdtemp(prefix="equations-pg-"))
+    os.chmod(base, 0o777)
+    data, port = base / "data", free_port()
+    init = [_pg_bin("initdb"), "-D", str(data), "-U", "postgres", "-A", "trust"]
+    subprocess.run(_as_postgres_user(init), check=True, capture_output=True)
+    ctl = [_pg_bin("pg_ctl"), "-D", str(data), "-o", f"-p {port} -h 127.0.0.1 -k {base}", "-l", str(base / "log")]
+    subprocess.run(_as_postgres_user([*ctl, "-w", "start"]), check=True, capture_output=True)
+    try:
+        connection = psycopg2.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres")
+        connection.autocommit = True  # CREATE DATABASE cannot run in a transaction
+        with connection.cursor() as cursor:
+            for database in databases:
+                cursor.execute(f"CREATE DATABASE {database}")
+        connection.close()
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}"
+    finally:
+        subprocess.run(_as_postgres_user([*ctl, "-m", "fast", "-w", "stop"]), capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def mlflow_server(backend_url: str, timeout_s: float = 180) -> Iterator[str]:
+    """`mlflow server` with its runs in `backend_url` and proxied artifacts in a temp dir; yields its URL."""
+    import httpx
+
+    base = Path(tempfile.mkdtemp(prefix="equations-mlflow-"))
+    url = f"http://127.0.0.1:{free_port()}"
+    command = [str(BIN / "mlflow"), "server", "--backend-store-uri", backend_url, "--serve-artifacts",
+               "--artifacts-destination", (base / "artifacts").as_uri(), "--host", "127.0.0.1",
+               "--port", url.rsplit(":", 1)[1]]  # fmt: skip
+    with open(base / "server.log", "w") as log:
+        server = subprocess.Popen(command, cwd=base, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + timeout_s
+            while True:
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                        break
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError(f"mlflow server did not start: see {base / 'server.log'}")
+                time.sleep(0.5)
+            yield url
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=30)
+            shutil.rmtree(base, ignore_errors=True)
