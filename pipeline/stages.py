@@ -302,7 +302,10 @@ def _tune_family(params, dataset, where, family, outputs, recorder, target, pare
             params, study, family, dataset, data_path, tuning, recorder, target, parent_id, source, workers, progress
         )
         return _finish(params, result, recorder, target, parent_id, dataset, outputs, tuning, source, progress)
-    on_ask, on_trial = _trial_logger(recorder, target, parent_id, name, tuning.n_trials, source, trials, progress)
+    on_ask, on_trial = _trial_logger(
+        recorder, target, parent_id, name, tuning.n_trials, source, trials, progress,
+        params.tracking.optuna_storage_url(),
+    )  # fmt: skip
     result = run_study(
         study,
         model_spec(params, family, dataset.n_features),
@@ -406,6 +409,22 @@ def open_run(target, name: str, tags: dict[str, str], parent_id: str | None, sou
     return run_id
 
 
+def open_trial_run(target, name, tags, parent_id, source, storage_url: str, trial_id: int) -> str:
+    """A trial's nested run, its id recorded on the Optuna trial (`mlflow_run_id`, for
+    optuna-dashboard); runs in the recorder process."""
+    from pipeline.tune import record_user_attrs
+
+    run_id = open_run(target, name, tags, parent_id, source)
+    record_user_attrs(storage_url, trial_id, {"mlflow_run_id": run_id})
+    _OPENED[(parent_id, int(tags["trial"]))] = run_id
+    return run_id
+
+
+# Trial runs this recorder process opened, by (parent run, trial number): `record_trial` jobs name
+# their run so, and the one worker process runs jobs in order, so the run is always there.
+_OPENED: dict[tuple[str, int], str] = {}
+
+
 def tag_run(target, run_id: str, tags: dict[str, str]) -> None:
     target.tracker().log(run_id, tags=tags)
 
@@ -414,25 +433,26 @@ def close_run(target, run_id: str, status: str) -> None:
     target.tracker().end(run_id, status)
 
 
-def _trial_logger(recorder, target, parent_id, name, n_trials, source, pending: list, progress):
+def _trial_logger(recorder, target, parent_id, name, n_trials, source, pending: list, progress, storage_url: str):
     """(on_ask, on_trial) for `tune.tune`: each trial's nested MLflow run is opened by the recorder
     as soon as the trial is asked (its id becomes the trial's user attribute `mlflow_run_id`, for
     optuna-dashboard), and filled and ended when the trial is over."""
     best = {"value": float("inf"), "done": 0}
-    runs: dict[int, object] = {}  # trial number -> future of its run id
 
-    def on_ask(numbers: list[int]):
-        for number in numbers:
-            tags = {"trial": str(number)}
-            runs[number] = recorder.submit(open_run, target, f"{name}/trial-{number}", tags, parent_id, source)
-        return lambda number: {"mlflow_run_id": runs[number].result()}
+    def on_ask(asked):
+        for trial in asked:
+            number, tags = trial.number, {"trial": str(trial.number)}
+            run = f"{name}/trial-{number}"
+            job = (open_trial_run, target, run, tags, parent_id, source, storage_url, trial._trial_id)
+            pending.append(recorder.submit(*job))
+        return None  # the recorder gives each trial its run id (`open_trial_run`): no waiting here
 
     def on_trial(outcome) -> None:
         value = outcome.history.val_loss[-1] if outcome.history.val_loss else float("nan")
         if outcome.state == "COMPLETE":
             best["value"] = min(best["value"], value)
         best["done"] += 1
-        pending.append(recorder.submit(record_trial, target, runs[outcome.number].result(), outcome))
+        pending.append(recorder.submit(record_trial, target, (parent_id, outcome.number), outcome))
         # Optuna's trial number, as in "best trial N", the study and the run name; then how many are done.
         progress(
             f"[{name}] trial {outcome.number} ({best['done']} of {n_trials}) {outcome.state.lower()}: "
@@ -442,8 +462,10 @@ def _trial_logger(recorder, target, parent_id, name, n_trials, source, pending: 
     return on_ask, on_trial
 
 
-def record_trial(target, run_id: str, outcome) -> None:
-    """Fill a trial's nested run: its params, final val_mse if it completed, per-epoch curves; end it."""
+def record_trial(target, run: str | tuple[str, int], outcome) -> None:
+    """Fill a trial's nested run (its id, or (parent run, trial number) of a run `open_trial_run`
+    opened in this process): its params, final val_mse if it completed, per-epoch curves; end it."""
+    run_id = _OPENED.pop(run) if isinstance(run, tuple) else run
     value = outcome.history.val_loss[-1] if outcome.history.val_loss else float("nan")
     # A diverged trial failed; an interrupted one (Ctrl-C, SIGTERM) was killed.
     status = {"DIVERGED": "FAILED", "FAIL": "KILLED"}.get(outcome.state, "FINISHED")

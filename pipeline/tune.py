@@ -13,6 +13,7 @@ run on several machines).
 
 from __future__ import annotations
 
+import functools
 import time
 import warnings
 from collections.abc import Callable
@@ -81,9 +82,10 @@ class TuneResult:
 
 
 TrialCallback = Callable[[TrialOutcome], None]
-# on_ask(trial numbers) -> attrs(number): user attributes each trial gets before it is told (for
-# example the id of its MLflow run, opened while the batch trains).
-AskCallback = Callable[[list[int]], Callable[[int], dict]]
+# on_ask(asked trials) -> attrs(number) or None: user attributes each trial gets (a worker: the id of
+# its MLflow run). The one-process stage returns None: its recorder process writes them instead
+# (`record_user_attrs`), so that training never waits for it.
+AskCallback = Callable[[list[optuna.Trial]], Callable[[int], dict] | None]
 CHOICES = ("batch_size", "optimizer", "width", "depth")  # single-choice settings kept as user attrs
 
 
@@ -197,14 +199,20 @@ def tune(
     )
 
 
-def _run_batch(study, trials, spec, data, space, seed, on_trial, on_ask) -> list[tuple[Member, Trained]]:
+def _run_batch(
+    study, trials, spec, data, space, seed, on_trial, on_ask, eager: bool = False
+) -> list[tuple[Member, Trained]]:
     """Train asked trials as one stack, telling each as it ends; none is left RUNNING on an error.
 
-    A trial that retries a failed one (a worker died) trains from the failed trial's seed."""
+    A trial that retries a failed one (a worker died) trains from the failed trial's seed. `eager`
+    gives each trial its `on_ask` attributes before training rather than as it ends: a worker that
+    dies mid-batch leaves trials whose MLflow runs can then still be found (and ended)."""
     numbers = [_retried(study, trial) for trial in trials]
     members = [suggest(trial, space, spec, seed + number) for trial, number in zip(trials, numbers, strict=True)]
-    attrs = on_ask([trial.number for trial in trials]) if on_ask else None
+    attrs = on_ask(trials) if on_ask else None
     batch_run = _Batch(study, trials, on_trial, attrs)
+    for trial in trials if eager else ():
+        batch_run.attach(trial)
     try:
         results = fit(members, data, batch_run.stop, batch_run.done)
     except BaseException:  # an error, Ctrl-C or SIGTERM: no trial of the batch is left RUNNING
@@ -255,7 +263,7 @@ def join(
             time.sleep(poll_s)  # the last trials are running elsewhere: they finish, or fail and come back
             continue
         with _Heartbeat(study, asked):
-            results = _run_batch(study, asked, spec, data, space, seed, on_trial, on_ask)
+            results = _run_batch(study, asked, spec, data, space, seed, on_trial, on_ask, eager=True)
         for trial, (member, trained) in zip(asked, results, strict=True):
             better = best is None or trained.history.final_val < best[2].history.final_val
             if trained.state == "COMPLETE" and better:
@@ -344,16 +352,17 @@ class _Batch:
 
     def done(self, member: int, trained: Trained) -> None:
         trial = self.trials[member]
-        self._attach(trial)
+        self.attach(trial)
         _tell(self.study, trial, trained, self.reported[member])
         self.told.add(member)
         if self.on_trial is not None:
             params = trial.params | {k: v for k, v in trial.user_attrs.items() if k in CHOICES}
             self.on_trial(TrialOutcome(trial.number, params, trained.history, trained.state))
 
-    def _attach(self, trial: optuna.Trial) -> None:
+    def attach(self, trial: optuna.Trial) -> None:
         for key, value in (self.attrs(trial.number) if self.attrs else {}).items():
-            trial.set_user_attr(key, value)
+            if trial.user_attrs.get(key) != value:
+                trial.set_user_attr(key, value)
 
     def fail_unfinished(self) -> None:
         """Tell FAIL every trial not yet told, with the curve it had reached (it was interrupted);
@@ -362,7 +371,7 @@ class _Batch:
         for member in unfinished:
             trial = self.trials[member]
             try:
-                self._attach(trial)
+                self.attach(trial)
             except Exception:  # the attributes are a courtesy; leaving no trial RUNNING is not
                 pass
             _record_curve(self.study, trial._trial_id, self.reported[member])
@@ -380,6 +389,27 @@ def _tell(study: optuna.Study, trial: optuna.Trial, trained: Trained, reported: 
         study.tell(trial, trained.history.final_val)
     else:
         study.tell(trial, state=TrialState.PRUNED)
+
+
+@functools.cache
+def _rdb(url: str):
+    from pipeline import stores
+
+    return stores.optuna_storage(url)
+
+
+def record_user_attrs(storage_url: str, trial_id: int, attrs: dict) -> None:
+    """User attributes of a trial, running or finished (Optuna's API refuses to change a finished
+    one), written into Optuna's own table, as `_record_curve` writes curves. For the recorder
+    process, which learns a trial's MLflow run id while or after the trial trains."""
+    import json
+
+    backend = _rdb(storage_url)
+    from optuna.storages._rdb.models import TrialUserAttributeModel as Row
+
+    rows = [{"trial_id": trial_id, "key": key, "value_json": json.dumps(value)} for key, value in attrs.items()]
+    with backend.engine.begin() as connection:
+        connection.execute(Row.__table__.insert(), rows)
 
 
 def _record_curve(study: optuna.Study, trial_id: int, values: list[float]) -> None:

@@ -171,8 +171,9 @@ def work(parent_id: str, tracking_uri: str, storage_url: str, progress=print) ->
     runs: dict[int, str] = {}
     done = []
 
-    def on_ask(numbers):
-        for number in numbers:
+    def on_ask(asked):
+        for trial in asked:
+            number = trial.number
             runs[number] = open_run(target, f"{name}/trial-{number}", {"trial": str(number)}, parent_id, source)
         return lambda number: {"mlflow_run_id": runs[number]}
 
