@@ -72,6 +72,10 @@ def generate_task(params: Params, dataset: str, layout: Layout) -> str:
 def tune_task(params: Params, dataset: str, layout: Layout, tags: dict[str, str], md5: str | None) -> dict[str, dict]:
     """Every family on one dataset, as the `tune@<dataset>` stage: one recorder process for all three.
     The dataset must still have the MD5 `generate` wrote (or dvc.lock records, when not given)."""
+    import os
+    import socket
+
+    _log(f"tuning {dataset} on {socket.gethostname()} (pid {os.getpid()})")  # which worker took it
     outputs = {family: layout.tune_outputs(dataset, family) for family in FAMILIES}
     data = layout.data(dataset)
     md5 = md5 or stages.locked_md5(data, layout.root / "dvc.lock")
@@ -147,6 +151,7 @@ def tune_models(
     params_file: str = "params.yaml",
     max_concurrency: Annotated[int, Field(ge=1, le=64)] = 2,
     data_md5: dict[str, str] | None = None,
+    task_workers: bool = False,
 ) -> dict:
     """Tune every model family on every dataset, up to `max_concurrency` datasets at once. Each
     dataset file must have the MD5 in `data_md5` (by default: the one dvc.lock records)."""
@@ -154,6 +159,12 @@ def tune_models(
     params = load_params(root / params_file)
     tags = _flow_run_tags()
     stages.prepare_stores(params)  # create the stores' tables once, not in racing threads
+    if task_workers:  # Prefect task workers (`python -m flows.task_worker`, anywhere) run the tunings
+        futures = {
+            dataset: tune_task.delay(params, dataset, Layout(root), tags, (data_md5 or {}).get(dataset))
+            for dataset in params.datasets
+        }
+        return {dataset: future.result() for dataset, future in futures.items()}
     # Processes, not threads: torch.export and matplotlib are not thread-safe, and the GIL would
     # serialise these small-step training loops anyway. One at a time needs no worker process
     # (each costs seconds of imports), so it runs in a single thread of this one.
@@ -183,13 +194,20 @@ def experiment(
     max_concurrency: Annotated[int, Field(ge=1, le=64)] = 2,
     push: bool = True,
     promote: bool = True,
+    task_workers: bool = False,
 ) -> dict:
     """The whole pipeline: datasets, tunings, report, DVC versioning, champion promotion."""
     root = Path(repo).resolve()
     params = load_params(root / params_file)  # a bad params.yaml fails the run here, before any work
     stages.validate(params, Layout(root).checks())  # the `validate` stage's output, for dvc.lock
     data_md5 = generate_datasets(repo=str(root), params_file=params_file)
-    tuned = tune_models(repo=str(root), params_file=params_file, max_concurrency=max_concurrency, data_md5=data_md5)
+    tuned = tune_models(
+        repo=str(root),
+        params_file=params_file,
+        max_concurrency=max_concurrency,
+        data_md5=data_md5,
+        task_workers=task_workers,
+    )
     compare_task(params, Layout(root))
     version_task(root, push)
     decisions = promote_task(params, tuned) if promote else []
@@ -207,8 +225,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-concurrency", type=int, default=2, help="datasets tuned at once (default: 2)")
     parser.add_argument("--no-push", action="store_true", help="do not `dvc push` the outputs")
     parser.add_argument("--no-promote", action="store_true", help="do not register champions")
+    parser.add_argument(
+        "--task-workers", action="store_true", help="tune on Prefect task workers (python -m flows.task_worker)"
+    )
     args = parser.parse_args(argv)
-    experiment(args.repo, args.params_file, args.max_concurrency, not args.no_push, not args.no_promote)
+    experiment(
+        args.repo, args.params_file, args.max_concurrency, not args.no_push, not args.no_promote, args.task_workers
+    )
 
 
 if __name__ == "__main__":
