@@ -207,7 +207,7 @@ def _run_batch(
     A trial that retries a failed one (a worker died) trains from the failed trial's seed. `eager`
     gives each trial its `on_ask` attributes before training rather than as it ends: a worker that
     dies mid-batch leaves trials whose MLflow runs can then still be found (and ended)."""
-    numbers = [_retried(study, trial) for trial in trials]
+    numbers = [retried_from(study, trial) for trial in trials]
     members = [suggest(trial, space, spec, seed + number) for trial, number in zip(trials, numbers, strict=True)]
     attrs = on_ask(trials) if on_ask else None
     batch_run = _Batch(study, trials, on_trial, attrs)
@@ -221,7 +221,8 @@ def _run_batch(
     return list(zip(members, results, strict=True))
 
 
-def _retried(study: optuna.Study, trial: optuna.Trial) -> int:
+def retried_from(study: optuna.Study, trial: optuna.Trial) -> int:
+    """The number of the trial `trial` retries (its worker died), or its own number."""
     # What RetryFailedTrialCallback.retried_trial_number reads, without loading the whole trial.
     original = study._storage.get_trial_system_attrs(trial._trial_id).get("failed_trial")
     return trial.number if original is None else original

@@ -173,8 +173,14 @@ def work(parent_id: str, tracking_uri: str, storage_url: str, progress=print) ->
 
     def on_ask(asked):
         for trial in asked:
-            number = trial.number
-            runs[number] = open_run(target, f"{name}/trial-{number}", {"trial": str(number)}, parent_id, source)
+            number, previous = trial.number, trial.user_attrs.get("mlflow_run_id")
+            if previous:  # a retry of a trial whose worker died: it takes over that trial's run
+                client.update_run(previous, status="RUNNING", name=f"{name}/trial-{number}")
+                client.set_tag(previous, "trial", str(number))
+                client.set_tag(previous, "retry_of_trial", str(tune.retried_from(study, trial)))
+                runs[number] = previous
+            else:
+                runs[number] = open_run(target, f"{name}/trial-{number}", {"trial": str(number)}, parent_id, source)
         return lambda number: {"mlflow_run_id": runs[number]}
 
     def on_trial(outcome):
