@@ -39,8 +39,11 @@ def test_the_experiment_runs_its_tunings_on_two_prefect_task_workers(tmp_path, d
                 processes.append(start(["prefect", "server", "start", "--host", "127.0.0.1", "--port", port],
                                        tmp_path, env, log))  # fmt: skip
                 wait_for(lambda: _healthy(api), 180, "the Prefect server on PostgreSQL")
-                workers = [start(["python", "-m", "flows.task_worker"], repo, env, log) for _ in range(2)]
+                logs = [tmp_path / f"worker-{i}.log" for i in range(2)]
+                workers = [start(["python", "-m", "flows.task_worker"], repo, env, open(path, "w")) for path in logs]
                 processes += workers
+                # Both subscribed before the flow submits: else the first could take both tunings in turn.
+                wait_for(lambda: all("Subscribing to runs" in path.read_text() for path in logs), 120, "task workers")
                 run = subprocess.run(["python", "-m", "flows.experiment", "--no-push", "--task-workers"], cwd=repo,
                                      env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
                 assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
