@@ -175,12 +175,20 @@ def tune(
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the caller's on_trial reports progress
     start = time.perf_counter()
     best: tuple[float, Member, Trained] | None = None
-    for first in range(0, n_trials, batch):
-        trials = [study.ask() for _ in range(min(batch, n_trials - first))]
-        for member, trained in _run_batch(study, trials, spec, data, space, seed, on_trial, on_ask):
-            value = trained.history.final_val
-            if trained.state == "COMPLETE" and (best is None or value < best[0]):
-                best = (value, member, trained)
+    asked: list[optuna.Trial] = []
+    try:
+        for first in range(0, n_trials, batch):
+            trials = []
+            for _ in range(min(batch, n_trials - first)):
+                trials.append(study.ask())
+                asked.append(trials[-1])
+            for member, trained in _run_batch(study, trials, spec, data, space, seed, on_trial, on_ask):
+                value = trained.history.final_val
+                if trained.state == "COMPLETE" and (best is None or value < best[0]):
+                    best = (value, member, trained)
+    except BaseException:  # interrupted between asking and training too: none of ours left RUNNING
+        _fail_running(study, asked)
+        raise
     if best is None:
         raise RuntimeError(f"study {study.study_name!r}: no trial completed (all pruned or diverged)")
     value, member, trained = best
@@ -197,6 +205,15 @@ def tune(
         n_pruned=states.count(TrialState.PRUNED),
         seconds=time.perf_counter() - start,
     )
+
+
+def _fail_running(study: optuna.Study, trials: list[optuna.Trial]) -> None:
+    for trial in trials:
+        try:
+            if study._storage.get_trial(trial._trial_id).state == TrialState.RUNNING:
+                study.tell(trial, state=TrialState.FAIL)
+        except Exception:  # leave the rest to the next run's cleanup (liveness)
+            pass
 
 
 def _run_batch(
@@ -251,6 +268,15 @@ def join(
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     best: tuple[int, Member, Trained] | None = None
+    mine: list[optuna.Trial] = []
+    try:
+        return _join(study, spec, data, space, n_trials, seed, on_trial, batch, on_ask, poll_s, best, mine)
+    except BaseException:
+        _fail_running(study, mine)
+        raise
+
+
+def _join(study, spec, data, space, n_trials, seed, on_trial, batch, on_ask, poll_s, best, mine):
     while True:
         optuna.storages.fail_stale_trials(study)
         trials = study.get_trials(deepcopy=False)
@@ -259,7 +285,7 @@ def join(
         if finished >= n_trials:
             return best
         room = n_trials - finished - running
-        asked = _ask(study, min(batch, room), n_trials) if room > 0 else []
+        asked = _ask(study, min(batch, room), n_trials, mine) if room > 0 else []
         if not asked:
             time.sleep(poll_s)  # the last trials are running elsewhere: they finish, or fail and come back
             continue
@@ -271,10 +297,11 @@ def join(
                 best = (trial.number, member, trained)
 
 
-def _ask(study: optuna.Study, count: int, n_trials: int) -> list[optuna.Trial]:
+def _ask(study: optuna.Study, count: int, n_trials: int, mine: list) -> list[optuna.Trial]:
     asked = []
     for _ in range(count):
         trial = study.ask()
+        mine.append(trial)
         study._storage.record_heartbeat(trial._trial_id)  # beating from the start: a crash is noticed
         earlier = study.get_trials(deepcopy=False)
         if sum(t.number < trial.number and t.state != TrialState.FAIL for t in earlier) >= n_trials:
