@@ -58,3 +58,5 @@ def test_the_experiment_runs_its_tunings_on_two_prefect_task_workers(tmp_path, d
     assert sorted(pids) == ["linear", "product"]
     assert pids["linear"] != pids["product"]  # one tuning per worker
     assert {int(pid) for pid in pids.values()} <= {w.pid for w in workers}
+    # A busy worker holds no second run: each received exactly one (Prefect's own loop takes the next one in hand).
+    assert [path.read_text().count("Received task run") for path in logs] == [1, 1]
