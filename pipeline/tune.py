@@ -176,6 +176,8 @@ def tune(
     start = time.perf_counter()
     best: tuple[float, Member, Trained] | None = None
     asked: list[optuna.Trial] = []
+    announced: set[int] = set()
+    on_ask = _announcing(on_ask, announced)
     try:
         for first in range(0, n_trials, batch):
             trials = []
@@ -187,7 +189,7 @@ def tune(
                 if trained.state == "COMPLETE" and (best is None or value < best[0]):
                     best = (value, member, trained)
     except BaseException:  # interrupted between asking and training too: none of ours left RUNNING
-        _fail_running(study, asked)
+        _interrupted(study, asked, announced, on_ask, on_trial)
         raise
     if best is None:
         raise RuntimeError(f"study {study.study_name!r}: no trial completed (all pruned or diverged)")
@@ -207,13 +209,46 @@ def tune(
     )
 
 
-def _fail_running(study: optuna.Study, trials: list[optuna.Trial]) -> None:
+def _announcing(on_ask: AskCallback | None, announced: set[int]) -> AskCallback | None:
+    """`on_ask`, noting in `announced` the numbers of the trials it was called for."""
+    if on_ask is None:
+        return None
+
+    def announce(trials: list[optuna.Trial]):
+        announced.update(trial.number for trial in trials)
+        return on_ask(trials)
+
+    return announce
+
+
+def _interrupted(study, trials, announced: set[int], on_ask, on_trial) -> None:
+    """Tell FAIL the asked trials an interruption left RUNNING (it came before their batch trained,
+    so `_Batch.fail_unfinished` never saw them) and report each through `on_trial`, announcing first
+    those `on_ask` never saw: Optuna and the record (MLflow) then hold the same failed trials."""
+    failed = _fail_running(study, trials)
+    if on_trial is None:
+        return
+    try:
+        fresh = [trial for trial in failed if trial.number not in announced]
+        if fresh and on_ask is not None:
+            on_ask(fresh)
+        for trial in failed:
+            on_trial(TrialOutcome(trial.number, dict(trial.params), History(), "FAIL"))
+    except Exception:  # the record is a courtesy here; the next run's cleanup ends what is left
+        pass
+
+
+def _fail_running(study: optuna.Study, trials: list[optuna.Trial]) -> list[optuna.Trial]:
+    """Tell FAIL those of `trials` still RUNNING; return them."""
+    failed = []
     for trial in trials:
         try:
             if study._storage.get_trial(trial._trial_id).state == TrialState.RUNNING:
                 study.tell(trial, state=TrialState.FAIL)
+                failed.append(trial)
         except Exception:  # leave the rest to the next run's cleanup (liveness)
             pass
+    return failed
 
 
 def _run_batch(
@@ -269,10 +304,12 @@ def join(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     best: tuple[int, Member, Trained] | None = None
     mine: list[optuna.Trial] = []
+    announced: set[int] = set()
+    on_ask = _announcing(on_ask, announced)
     try:
         return _join(study, spec, data, space, n_trials, seed, on_trial, batch, on_ask, poll_s, best, mine)
     except BaseException:
-        _fail_running(study, mine)
+        _interrupted(study, mine, announced, on_ask, on_trial)
         raise
 
 

@@ -141,3 +141,22 @@ def test_an_interrupted_batch_reports_its_unfinished_trials_as_fail_with_their_c
         trial = study.trials[outcome.number]
         assert trial.state == TrialState.FAIL
         assert [trial.intermediate_values[e] for e in range(epochs)] == outcome.history.val_loss
+
+
+def test_an_interruption_between_asking_and_training_reports_its_trials_as_fail(product, tmp_path, monkeypatch):
+    import pipeline.tune as tuning
+
+    study = create_study("early", f"sqlite:///{tmp_path / 'o.db'}", StudySettings(3, pruner="none"))
+    space = SearchSpace(lr=FloatSpace(0.01, 0.05), epochs=IntSpace(3, 9))
+    announced, seen = [], []
+
+    def interrupt(study, trial):  # SIGTERM after the batch was asked, before its trials were announced
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tuning, "retried_from", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        tune(study, ModelSpec("linear"), product, space, 3, on_trial=seen.append, batch=3,
+             on_ask=lambda trials: announced.extend(t.number for t in trials))  # fmt: skip
+    assert [t.state for t in study.trials] == [TrialState.FAIL] * 3
+    assert announced == [0, 1, 2]  # so the record opens their runs, then ends them as failed
+    assert [(o.number, o.state, o.history.val_loss) for o in seen] == [(n, "FAIL", []) for n in (0, 1, 2)]
