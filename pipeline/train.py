@@ -194,6 +194,8 @@ class _Optimizer:
     exp_avg: torch.Tensor  # (K, P) Adam's first moment (empty for SGD)
     exp_avg_sq: torch.Tensor  # (K, P) Adam's second moment (empty for SGD)
     steps: torch.Tensor  # () steps taken, for Adam's bias corrections
+    scratch: torch.Tensor  # (K, P) Adam's direction, reused: a fresh one each step costs page faults
+    decays: bool  # any member with weight decay (asked once, not every step)
 
     @classmethod
     def of(cls, members: list[Member], flat: torch.Tensor) -> _Optimizer:
@@ -211,6 +213,8 @@ class _Optimizer:
             exp_avg=moments,
             exp_avg_sq=moments.clone(),
             steps=torch.zeros((), device=flat.device),
+            scratch=moments.clone(),
+            decays=any(s.weight_decay > 0 for s in settings),
         )
 
     def keep(self, rows: list[int]) -> _Optimizer:
@@ -219,9 +223,11 @@ class _Optimizer:
         def pick(tensor: torch.Tensor) -> torch.Tensor:
             return tensor.index_select(0, index) if tensor.numel() else tensor
 
+        weight_decay = pick(self.weight_decay)
         return _Optimizer(
-            pick(self.lr), pick(self.epochs), pick(self.weight_decay), self.adam,
-            pick(self.exp_avg), pick(self.exp_avg_sq), self.steps,
+            pick(self.lr), pick(self.epochs), weight_decay, self.adam,
+            pick(self.exp_avg), pick(self.exp_avg_sq), self.steps, pick(self.scratch),
+            self.decays and bool((weight_decay > 0).any()),
         )
 
     def epoch_lr(self, epoch: int) -> torch.Tensor:
@@ -232,7 +238,7 @@ class _Optimizer:
         flat = stack.flat
         if stack.trainable is not None:
             grad.mul_(stack.trainable)  # frozen identity layers of shallower members
-        if bool((self.weight_decay > 0).any()):  # decoupled, as AdamW; for SGD the same as L2
+        if self.decays:  # decoupled, as AdamW; for SGD the same as L2
             decay = flat * (lr * self.weight_decay)
             flat.sub_(decay if stack.trainable is None else decay * stack.trainable)
         if not self.adam:
@@ -242,7 +248,7 @@ class _Optimizer:
         # moves a zeroed scratch tensor by minus each member's Adam direction, which the members'
         # own learning rates then scale: three passes over the parameters instead of eight.
         self.steps += 1
-        scratch = torch.zeros_like(flat)
+        scratch = self.scratch.zero_()
         beta1, beta2 = ADAM_BETAS
         torch._fused_adamw_(
             [scratch], [grad], [self.exp_avg], [self.exp_avg_sq], [], [self.steps],
