@@ -32,3 +32,34 @@ def test_throughput_benchmark_trains_the_same_trials_both_ways(tmp_path, default
         # Stacked or alone, each trial reaches the same validation loss (float32 sums in another order).
         assert row["largest_relative_difference"] < 1e-3, family
         assert f"{family:8}" in result.stdout
+
+
+def test_stack_scaling_benchmark_measures_each_batch_size_against_a_stack_of_one(tmp_path, default_params_raw):
+    out = tmp_path / "scaling.json"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "stack_scaling.py"), "--sizes", "1", "8", "--epochs", "2",
+         "--repeats", "2", "--json", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    numbers = json.loads(out.read_text())
+    batch_sizes = default_params_raw["tuning"]["mlp"]["space"]["batch_size"]
+    assert set(numbers) == {f"batch_size={b}" for b in batch_sizes}
+    for row in numbers.values():
+        assert set(row) == {"1", "8"}
+        assert row["1"]["speedup"] == 1.0
+        assert row["1"]["us_per_member_step"] == row["1"]["us_per_step"] > 0
+        eight = row["8"]
+        assert abs(eight["us_per_member_step"] * 8 - eight["us_per_step"]) < 0.1
+        assert abs(eight["speedup"] - 8 * row["1"]["us_per_step"] / eight["us_per_step"]) < 0.02
+        # Eight members in one step cost less than eight steps (the whole point of stacking).
+        assert eight["speedup"] > 1.5
+
+
+def test_stack_scaling_benchmark_refuses_sizes_without_the_baseline():
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "stack_scaling.py"), "--sizes", "4", "8"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2
+    assert "--sizes [4, 8]: must hold 1" in result.stderr
