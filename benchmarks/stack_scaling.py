@@ -27,9 +27,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline import data as datasets  # noqa: E402
-from pipeline import stages  # noqa: E402
 from pipeline.config import load_params  # noqa: E402
 from pipeline.models import ModelSpec  # noqa: E402
+from pipeline.stages import specs  # noqa: E402
+from pipeline.stages import tune as tune_stage  # noqa: E402
 from pipeline.train import Member, Tensors, TrainSettings, fit  # noqa: E402
 
 
@@ -70,12 +71,12 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--{name} {getattr(args, name)}: must be at least 1")
     params = load_params(args.params)
     torch.set_num_threads(params.training.threads)
-    space = stages.search_space(params.tuning["mlp"])
-    spec = stages.model_spec(params, "mlp", 0)
+    space = tune_stage.search_space(params.tuning["mlp"])
+    spec = tune_stage.model_spec(params, "mlp", 0)
     spec = ModelSpec(
         "mlp", (), args.depth or max(space.depth or (spec.depth,)), args.width or max(space.width or (spec.width,))
     )
-    dataset = datasets.generate(stages.dataset_spec(params, "product"))
+    dataset = datasets.generate(specs.dataset_spec(params, "product"))
     data = Tensors.from_arrays(dataset.X_train, dataset.y_train, dataset.X_val, dataset.y_val, params.training.device)
     print(
         f"mlp depth {spec.depth} width {spec.width} on product, device {params.training.device}, "

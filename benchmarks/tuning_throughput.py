@@ -28,18 +28,21 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline import data as datasets  # noqa: E402
-from pipeline import stages  # noqa: E402
-from pipeline.config import FAMILIES, load_params  # noqa: E402
+from pipeline.config import load_params  # noqa: E402
+from pipeline.families import FAMILIES  # noqa: E402
+from pipeline.space import suggest  # noqa: E402
+from pipeline.stages import specs  # noqa: E402
+from pipeline.stages import tune as tune_stage  # noqa: E402
 from pipeline.train import Member, Tensors, fit  # noqa: E402
-from pipeline.tune import create_study, suggest  # noqa: E402
+from pipeline.tune import create_study  # noqa: E402
 
 
 def sample_members(params, family: str, n_features: int) -> list[Member]:
     """The trials a tuning of this family would start from: drawn by its sampler, in its batches."""
     tuning = params.tuning[family]
-    study = create_study(f"benchmark/{family}", None, stages.study_settings(tuning))
-    space = stages.search_space(tuning)
-    spec = stages.model_spec(params, family, n_features)
+    study = create_study(f"benchmark/{family}", None, tune_stage.study_settings(tuning))
+    space = tune_stage.search_space(tuning)
+    spec = tune_stage.model_spec(params, family, n_features)
     trials = [study.ask() for _ in range(tuning.n_trials)]
     return [suggest(trial, space, spec, tuning.sampler_seed + trial.number) for trial in trials]
 
@@ -100,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     params = load_params(args.params)
     torch.set_num_threads(params.training.threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    dataset = datasets.generate(stages.dataset_spec(params, args.dataset))
+    dataset = datasets.generate(specs.dataset_spec(params, args.dataset))
     data = Tensors.from_arrays(dataset.X_train, dataset.y_train, dataset.X_val, dataset.y_val, params.training.device)
     results = {}
     print(f"dataset {args.dataset}, device {params.training.device}, {torch.get_num_threads()} thread(s), "

@@ -1,6 +1,6 @@
 """Prefect flows: the same stages as dvc.yaml, run as thin tasks, then versioned by DVC.
 
-One source of truth: every task calls the very function its DVC stage calls (pipeline.stages),
+One source of truth: every task calls the very function its DVC stage calls (`pipeline.stages`),
 with the paths dvc.yaml declares (`Layout`). After the stages, the flow drives DVC through its
 Python API: `commit` records every stage's hashes in dvc.lock exactly as `dvc repro` would (so
 `dvc status` is clean) and caches the outputs, and `push` sends them to the DVC remote. Tunings
@@ -21,9 +21,12 @@ from prefect.runtime import flow_run
 from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
 from pydantic import Field
 
-from pipeline import stages
-from pipeline.config import FAMILIES, Params, load_params
-from pipeline.data import file_md5
+from pipeline.config import Params, load_params
+from pipeline.data import DatasetRef, file_md5, locked_md5
+from pipeline.families import FAMILIES
+from pipeline.outputs import OutputDirs
+from pipeline.stages import compare, generate, promote, specs, tune, validate
+from pipeline.stores import prepare
 
 # Transient failures (a busy SQLite file, a tracking server restarting, a remote timing out).
 RETRIES = {"retries": 2, "retry_delay_seconds": 10}
@@ -44,9 +47,8 @@ class Layout:
     def meta(self, dataset: str) -> Path:
         return self.root / "data" / f"{dataset}.json"
 
-    def tune_outputs(self, dataset: str, family: str) -> stages.TuneOutputs:
-        root = self.root
-        return stages.TuneOutputs.under(root / "models", root / "metrics", root / "plots", dataset, family)
+    def outputs(self) -> OutputDirs:
+        return OutputDirs(self.root / "models", self.root / "metrics", self.root / "plots")
 
 
 def _log(message: str) -> None:
@@ -64,7 +66,7 @@ def _flow_run_tags() -> dict[str, str]:
 @task(task_run_name="generate {dataset}", **RETRIES)
 def generate_task(params: Params, dataset: str, layout: Layout) -> str:
     """Draw one dataset; returns the MD5 of the file written, which its tuning checks."""
-    stages.generate(params, dataset, layout.data(dataset), layout.meta(dataset), progress=_log)
+    generate.generate(params, dataset, layout.data(dataset), layout.meta(dataset), progress=_log)
     return file_md5(layout.data(dataset))
 
 
@@ -76,17 +78,15 @@ def tune_task(params: Params, dataset: str, layout: Layout, tags: dict[str, str]
     import socket
 
     _log(f"tuning {dataset} on {socket.gethostname()} (pid {os.getpid()})")  # which worker took it
-    outputs = {family: layout.tune_outputs(dataset, family) for family in FAMILIES}
+    outputs = {family: layout.outputs().of(dataset, family) for family in FAMILIES}
     data = layout.data(dataset)
-    md5 = md5 or stages.locked_md5(data, layout.root / "dvc.lock")
-    return stages.tune(params, dataset, data, outputs, tags=tags, progress=_log, expected_md5=md5)
+    source = DatasetRef(dataset, md5 or locked_md5(data, layout.root / "dvc.lock"), str(data))
+    return tune.tune(params, source, outputs, tags=tags, progress=_log)
 
 
 @task(task_run_name="compare: the report", **RETRIES)
 def compare_task(params: Params, layout: Layout) -> None:
-    root = layout.root
-    paths = (root / "metrics", root / "models", root / "plots", root / "reports")
-    stages.compare(params, *paths, tags=_flow_run_tags(), progress=_log)
+    compare.compare(params, layout.outputs(), layout.root / "reports", tags=_flow_run_tags(), progress=_log)
 
 
 @task(task_run_name="dvc commit and push", **RETRIES)
@@ -104,7 +104,7 @@ def version_task(root: Path, push: bool) -> None:
 
 @task(task_run_name="promote champions", **RETRIES)
 def promote_task(params: Params, tuned: dict[str, dict[str, dict]]) -> list[str]:
-    return [decision.reason for decision in stages.promote(params, tuned, progress=_log)]
+    return [decision.reason for decision in promote.promote(params, tuned, progress=_log)]
 
 
 def publish_report(params: Params, layout: Layout, tuned: dict[str, dict[str, dict]], decisions: list[str]) -> None:
@@ -158,7 +158,7 @@ def tune_models(
     root = Path(repo).resolve()
     params = load_params(root / params_file)
     tags = _flow_run_tags()
-    stages.prepare_stores(params)  # create the stores' tables once, not in racing threads
+    prepare(specs.stores(params))  # create the stores' tables once, not in racing threads
     if task_workers:  # Prefect task workers (`python -m flows.task_worker`, anywhere) run the tunings
         futures = {
             dataset: tune_task.delay(params, dataset, Layout(root), tags, (data_md5 or {}).get(dataset))
@@ -199,7 +199,7 @@ def experiment(
     """The whole pipeline: datasets, tunings, report, DVC versioning, champion promotion."""
     root = Path(repo).resolve()
     params = load_params(root / params_file)  # a bad params.yaml fails the run here, before any work
-    stages.validate(params, Layout(root).checks())  # the `validate` stage's output, for dvc.lock
+    validate.validate(params, Layout(root).checks())  # the `validate` stage's output, for dvc.lock
     data_md5 = generate_datasets(repo=str(root), params_file=params_file)
     tuned = tune_models(
         repo=str(root),

@@ -2,65 +2,19 @@
 
 Started on any number of machines that see the repo, the stores and the Prefect server, task
 workers take the `tune_task` runs that `tune-models --task-workers` (or `python -m flows.experiment
---task-workers`) submits, one at a time each (a tuning keeps both cores of a machine busy, see
-README "Prefect's cost"). Each task run is named by its dataset and records its worker.
+--task-workers`) submits, one at a time each (a tuning keeps both cores of a machine busy, see the
+docs' performance page). Each task run is named by its dataset and records its worker. The worker
+is `flows.prefect_private.OneRunInHand`: it holds no tuning it cannot start.
 """
 
 from __future__ import annotations
 
 import asyncio
 
-from prefect.client.schemas.objects import TaskRun
-from prefect.client.subscriptions import Subscription
-from prefect.logging import get_logger
-from prefect.settings import get_current_settings
-from prefect.task_worker import StopTaskWorker, TaskWorker
+from prefect.task_worker import StopTaskWorker
 
 from flows.experiment import tune_task
-
-logger = get_logger("flows.task_worker")
-
-
-class OneRunInHand(TaskWorker):
-    """A task worker that never holds a run it cannot start yet.
-
-    Prefect's own loop acknowledges the next scheduled run as soon as it has started the last one,
-    then waits for capacity with that run in hand: with `limit=1` a busy worker keeps a tuning that
-    an idle worker could run (seen in CI: two workers, both tunings on one, one after the other).
-    This one subscribes only while it has capacity and takes one run per subscription; closing the
-    socket hands back a run the server sent meanwhile (the server puts a run it could not deliver
-    on its retry queue, where the next free worker takes it).
-    """
-
-    async def _subscribe_to_task_scheduling(self) -> None:
-        url = get_current_settings().api.url
-        if url is None:
-            raise ValueError("PREFECT_API_URL must point at a Prefect server for task workers")
-        logger.info("Subscribing to runs of tune_task, %s at a time", self.limit)
-        while True:
-            await self._until_free()
-            task_run = await self._take_one(url)
-            logger.info("Received task run: %s - %s", task_run.id, task_run.name)
-            if await self._acquire_token(task_run.id):
-                assert self._runs_task_group is not None, "the task worker was not started"
-                self._runs_task_group.start_soon(self._safe_submit_scheduled_task_run, task_run)
-
-    async def _until_free(self) -> None:
-        if self._limiter is not None:
-            async with self._limiter:  # returns the slot at once: `_acquire_token` takes it for the run
-                pass
-
-    async def _take_one(self, url: str) -> TaskRun:
-        subscription = Subscription(
-            TaskRun, "/task_runs/subscriptions/scheduled", self.task_keys, client_id=self.client_id, base_url=url
-        )
-        try:
-            return await anext(subscription)
-        finally:
-            try:
-                await subscription.websocket.close()
-            except RuntimeError:  # never connected (interrupted while connecting)
-                pass
+from flows.prefect_private import OneRunInHand
 
 
 async def serve() -> None:

@@ -15,13 +15,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from pipeline.equations import FUNCTIONS, EquationError, parse
+from pipeline.errors import InputError
+from pipeline.families import FAMILIES
 from pipeline.terms import MAX_DEGREE, MAX_TERMS, canonical, library_size
 
-FAMILIES = ("linear", "cross", "mlp")  # simplest first
 NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """params.yaml (or an override) is missing, unreadable or invalid."""
 
 
@@ -37,7 +38,7 @@ class OodConfig(Strict):
     n_samples: Annotated[int, Field(ge=1, le=1_000_000)] = 200
 
     @model_validator(mode="after")
-    def _ordered(self):
+    def _ordered(self) -> Strict:
         if not self.low < self.high:
             raise ValueError(f"low ({self.low}) must be below high ({self.high})")
         return self
@@ -95,7 +96,7 @@ class FloatRange(Strict):
     log: bool = True
 
     @model_validator(mode="after")
-    def _ordered(self):
+    def _ordered(self) -> Strict:
         if self.low > self.high:
             raise ValueError(f"low ({self.low}) is above high ({self.high})")
         return self
@@ -107,7 +108,7 @@ class IntRange(Strict):
     log: bool = False
 
     @model_validator(mode="after")
-    def _ordered(self):
+    def _ordered(self) -> Strict:
         if self.low > self.high:
             raise ValueError(f"low ({self.low}) is above high ({self.high})")
         return self
@@ -172,16 +173,21 @@ class Params(Strict):
     tuning: dict[Literal["linear", "cross", "mlp"], TuningConfig]
     tracking: TrackingConfig = TrackingConfig()
 
+    def check_dataset(self, name: str) -> None:
+        """A dataset name given on the command line, refused unless params.yaml has it."""
+        if name not in self.datasets:
+            raise ConfigError(f"--dataset {name!r}: not in params.yaml datasets {sorted(self.datasets)}")
+
     @field_validator("datasets")
     @classmethod
-    def _names(cls, datasets):
+    def _names(cls, datasets: dict[str, DatasetConfig]) -> dict[str, DatasetConfig]:
         for name in datasets:
             if not NAME.fullmatch(name):
                 raise ValueError(f"dataset name {name!r} must be 1-64 letters, digits, '_' or '-'")
         return datasets
 
     @model_validator(mode="after")
-    def _consistent(self):
+    def _consistent(self) -> Params:
         missing = [family for family in FAMILIES if family not in self.tuning]
         if missing:
             raise ValueError(f"tuning: no entry for model(s) {missing}")

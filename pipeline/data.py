@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.equations import Equation
+from pipeline.errors import InputError
 
 SPLITS = ("train", "val", "ood")
 
@@ -36,6 +37,15 @@ class DatasetSpec:
 
 
 @dataclass(frozen=True)
+class DatasetRef:
+    """A dataset file as the record names it: its name, its DVC hash (MD5) and where it came from."""
+
+    name: str
+    md5: str | None  # what DVC recorded (before loading: the hash to check; None: nothing recorded)
+    path: str
+
+
+@dataclass(frozen=True)
 class Dataset:
     X_train: np.ndarray
     y_train: np.ndarray
@@ -49,7 +59,7 @@ class Dataset:
         return self.X_train.shape[1]
 
 
-class DataError(ValueError):
+class DataError(InputError):
     """The equation cannot produce a usable dataset (e.g. log of a negative number)."""
 
 
@@ -119,6 +129,33 @@ def load(data_path: Path, expected_md5: str | None = None) -> Dataset:
         raise DataError(f"{data_path}: not a readable dataset file (truncated or corrupt?): {reason}") from None
     _check_arrays(data_path, dataset)
     return dataset
+
+
+def load_ref(ref: DatasetRef) -> tuple[Dataset, DatasetRef]:
+    """The dataset `ref` names, checked against its MD5 when it has one, and the ref with the
+    file's own MD5 (what the record names it by)."""
+    dataset = load(Path(ref.path), ref.md5)
+    return dataset, DatasetRef(ref.name, file_md5(Path(ref.path)), ref.path)
+
+
+def locked_md5(path: Path, lock: Path = Path("dvc.lock")) -> str | None:
+    """The MD5 that dvc.lock records for `path` as a stage output, or None if it records none.
+
+    Paths in dvc.lock are relative to its folder (the repo root, where DVC runs the stages)."""
+    import yaml
+
+    if not lock.is_file():
+        return None
+    try:
+        key = Path(path).resolve().relative_to(lock.resolve().parent).as_posix()
+        stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+    except (ValueError, OSError, yaml.YAMLError, AttributeError):
+        return None
+    for stage in stages.values():
+        for out in stage.get("outs", []) if isinstance(stage, dict) else []:
+            if isinstance(out, dict) and out.get("path") == key:
+                return out.get("md5")
+    return None
 
 
 def _check_arrays(data_path: Path, dataset: Dataset) -> None:

@@ -14,8 +14,14 @@ import operator
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from pipeline.errors import InputError
+
+if TYPE_CHECKING:
+    import sympy
 
 MAX_LENGTH = 2000  # characters; longer input is refused before the parser sees it
 MAX_DEPTH = 100  # nesting of operations; keeps the recursive walks far from Python's limit
@@ -44,7 +50,7 @@ BINARY_OPS = {
 VARIABLE = re.compile(r"x(0|[1-9][0-9]*)")
 
 
-class EquationError(ValueError):
+class EquationError(InputError):
     """An equation string that is malformed or uses something outside the allow-list."""
 
 
@@ -67,7 +73,7 @@ class Equation:
     def variables(self) -> frozenset[int]:
         return frozenset(_variable_index(n) for n in ast.walk(self.tree) if isinstance(n, ast.Name))
 
-    def to_sympy(self):
+    def to_sympy(self) -> sympy.Expr:
         """The sympy expression of the tree (built node by node, never from raw text)."""
         return _to_sympy(self.tree)
 
@@ -196,7 +202,9 @@ def _variable_index(node: ast.Name) -> int:
     return int(node.id[1:])
 
 
-def evaluate(node: ast.AST, column: Callable[[int], object], functions: dict | None = None, ops: dict | None = None):
+def evaluate(
+    node: ast.AST, column: Callable[[int], Any], functions: dict | None = None, ops: dict | None = None
+) -> Any:
     """The checked tree's value, with `column(i)` for input x_i: numpy by default; pass torch's
     functions and Python's operators (`TORCH_OPS`) to build the same expression on tensors."""
     functions = FUNCTIONS if functions is None else functions
@@ -224,7 +232,7 @@ TORCH_OPS = {
 }
 
 
-def _to_sympy(node: ast.AST):
+def _to_sympy(node: ast.AST) -> sympy.Expr:
     import sympy  # only the symbolic reports need it
 
     if isinstance(node, ast.Constant):

@@ -55,3 +55,13 @@ def is_gone(tags: dict) -> bool:
         return False
     now = started(int(tags[PID]))
     return now is None or (bool(tags.get(STARTED)) and bool(now) and now != tags[STARTED])
+
+
+def describe_cleanup(runs: list[str], trials: int) -> str | None:
+    """What a cleanup did, in one line, or None if it found nothing to end."""
+    if not runs and not trials:
+        return None
+    return (
+        f"cleanup: {len(runs)} MLflow run(s) ended KILLED and {trials} Optuna trial(s) failed: "
+        "their processes died without ending them"
+    )

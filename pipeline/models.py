@@ -90,7 +90,7 @@ class Stack:
 
     def __init__(
         self, specs: list[ModelSpec], n_features: int, generators: list[torch.Generator], device: str = "cpu"
-    ):
+    ) -> None:
         families = {spec.family for spec in specs}
         feature_sets = {spec.terms for spec in specs}
         if len(families) != 1 or len(feature_sets) != 1:
@@ -165,7 +165,9 @@ class Stack:
         return torch.linalg.vecdot(hidden, weights[-1].transpose(1, 2)) + biases[-1].squeeze(-1)
 
     @staticmethod
-    def backward(weights: list[torch.Tensor], inputs: list[torch.Tensor], d_prediction: torch.Tensor, grad) -> None:
+    def backward(
+        weights: list[torch.Tensor], inputs: list[torch.Tensor], d_prediction: torch.Tensor, grad: torch.Tensor
+    ) -> None:
         """Write into `grad` (K, P, laid out as `flat`) the gradient of sum(d_prediction * prediction).
 
         Written out rather than left to autograd: the graph of a few tiny products costs more to
@@ -175,12 +177,12 @@ class Stack:
         # The one-unit output layer by broadcasting, as in `forward`.
         pieces = [delta.sum(1, keepdim=True), (inputs[-1] * delta).sum(1)]  # bias, weight gradients, last first
         if len(weights) > 1:
-            delta = torch.ops.aten.threshold_backward(delta * weights[-1].transpose(1, 2), inputs[-1], 0.0)
+            delta = (delta * weights[-1].transpose(1, 2)).mul_(inputs[-1].sign())  # ReLU'(h) is sign(h), h >= 0
         for layer in range(len(weights) - 2, -1, -1):
             pieces += [delta.sum(1, keepdim=True), torch.bmm(inputs[layer].transpose(1, 2), delta)]
             if layer:  # back through the weights, then through the ReLU whose output was the input here
                 delta = torch.bmm(delta, weights[layer].transpose(1, 2))
-                delta = torch.ops.aten.threshold_backward(delta, inputs[layer], 0.0)
+                delta.mul_(inputs[layer].sign())
         torch.cat([piece.flatten(1) for piece in reversed(pieces)], dim=1, out=grad)
 
     def keep(self, rows: list[int]) -> None:
@@ -211,7 +213,7 @@ class Stack:
 class LinearModel(nn.Module):
     """y = w . features(x) + b, where features are the raw inputs plus optional named terms."""
 
-    def __init__(self, n_features: int, terms: tuple[str, ...] = ()):
+    def __init__(self, n_features: int, terms: tuple[str, ...] = ()) -> None:
         super().__init__()
         self.n_features = n_features
         self.terms = tuple(terms)
@@ -242,7 +244,7 @@ class LinearModel(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, n_features: int, depth: int, width: int):
+    def __init__(self, n_features: int, depth: int, width: int) -> None:
         super().__init__()
         self.n_features = n_features
         layers: list[nn.Module] = []

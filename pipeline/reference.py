@@ -44,7 +44,9 @@ def least_squares(X: np.ndarray, y: np.ndarray, terms: tuple[str, ...] = ()) -> 
     return weights
 
 
-def optimum_mse(X_train, y_train, X_val, y_val, terms: tuple[str, ...] = ()) -> float:
+def optimum_mse(
+    X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, terms: tuple[str, ...] = ()
+) -> float:
     """Validation MSE of the least-squares fit on the training split."""
     weights = least_squares(np.asarray(X_train, float), np.asarray(y_train, float), terms)
     residual = design_matrix(np.asarray(X_val, float), terms) @ weights - np.asarray(y_val, float)
@@ -67,7 +69,14 @@ class Sparse:
     path: list[tuple[int, float]] = field(default_factory=list)  # (terms kept, val_mse) per threshold
 
 
-def sparse_refit(X_train, y_train, X_val, y_val, terms: tuple[str, ...], start: dict[str, float]) -> Sparse:
+def sparse_refit(
+    X_train: np.ndarray,
+    y_train: np.ndarray,
+    X_val: np.ndarray,
+    y_val: np.ndarray,
+    terms: tuple[str, ...],
+    start: dict[str, float],
+) -> Sparse:
     """The sparsest equation over the family's features that validation cannot tell from the best.
 
     Each feature's size is its weight in `start` (the trained model) times the feature's standard
@@ -110,7 +119,9 @@ def _path(sizes: np.ndarray) -> list[float]:
     return [0.0, *inner.tolist(), float(high) * 2]  # everything kept ... nothing kept
 
 
-def _stlsq(A: np.ndarray, y: np.ndarray, scale: np.ndarray, kept: np.ndarray, threshold: float):
+def _stlsq(
+    A: np.ndarray, y: np.ndarray, scale: np.ndarray, kept: np.ndarray, threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
     weights = np.zeros(A.shape[1])
     for _ in range(STLSQ_ROUNDS):
         weights = np.zeros(A.shape[1])

@@ -1,105 +1,22 @@
-"""Plots and tables a person reads without MLflow: loss curves, predicted against true, fits far
-beyond the training range, the comparison chart and the Markdown summary with its verdicts.
-
-Matplotlib runs on the Agg backend: no display is needed, in CI or on a server.
+"""The comparison a person reads without MLflow: the figures across families, the verdicts
+computed from the numbers, and the Markdown summary (`reports/summary.md`).
 """
 
 from __future__ import annotations
 
-import csv
-from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
-import numpy as np
-
-from pipeline.config import FAMILIES  # simplest first: in a tie the verdict picks the simpler family
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
-
-
-def write_table(path: Path, columns: dict[str, Sequence[float]]) -> None:
-    """Equal-length columns as a CSV that `dvc plots show` renders."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(list(columns))
-        for row in zip(*columns.values(), strict=True):
-            writer.writerow([f"{value:.8g}" for value in row])
-
-
-def read_table(path: Path) -> dict[str, np.ndarray]:
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    return {key: np.array([float(row[key]) for row in rows]) for key in rows[0]}
-
-
-def plot_loss_curve(path: Path, train_loss: list[float], val_loss: list[float], title: str) -> None:
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    epochs = range(len(train_loss))
-    ax.plot(epochs, train_loss, label="train")
-    ax.plot(epochs, val_loss, label="validation")
-    ax.set_yscale("log")  # losses span many decades on the exact-fit problems
-    ax.set(xlabel="epoch", ylabel="MSE", title=title)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    _save(fig, path)
-
-
-def _predictions_axes(ax, series: dict[str, tuple]) -> None:
-    """Predicted against true: the notebook's scatter, one colour per model."""
-    low = min(float(np.min(y_true)) for y_true, _ in series.values())
-    high = max(float(np.max(y_true)) for y_true, _ in series.values())
-    ax.plot([low, high], [low, high], color="black", lw=1, label="y = prediction")
-    for label, (y_true, y_pred) in series.items():
-        ax.scatter(y_true, y_pred, s=8, alpha=0.6, label=label)
-    ax.set(xlabel="true y (validation)", ylabel="predicted y", title="Predicted vs true")
-    ax.legend(fontsize=8)
-
-
-def _slice_axes(ax, series: dict[str, dict], ood: tuple[float, float] | None) -> None:
-    """The fitted function along x_i = t for every i, far beyond the training inputs."""
-    first = next(iter(series.values()))
-    ax.axvspan(-2, 2, color="green", alpha=0.08, label="95% of training inputs")
-    if ood is not None:
-        ax.axvspan(*ood, color="red", alpha=0.08, label="out-of-range test inputs")
-    ax.plot(first["t"], first["y_true"], color="black", lw=2.5, label="true equation")
-    for label, columns in series.items():
-        ax.plot(columns["t"], columns["y_pred"], lw=1.2, ls="--", label=label)
-    ax.set(xlabel="t (every input x_i = t)", ylabel="y", title="Inside and outside the training range")
-    ax.legend(fontsize=8)
-
-
-def plot_predictions(path: Path, series: dict[str, tuple], title: str) -> None:
-    fig, ax = plt.subplots(figsize=(5, 4.5), dpi=100)
-    _predictions_axes(ax, series)
-    fig.suptitle(title)
-    _save(fig, path)
-
-
-def plot_slice(path: Path, series: dict[str, dict], title: str, ood: tuple[float, float] | None = None) -> None:
-    fig, ax = plt.subplots(figsize=(6, 4.5), dpi=100)
-    _slice_axes(ax, series, ood)
-    fig.suptitle(title)
-    _save(fig, path)
+from pipeline.families import FAMILIES, best_family, reaches_floor
+from pipeline.plots import plt, predictions_axes, save, slice_axes  # plt: on the Agg backend plots chose
 
 
 def plot_dataset(path: Path, dataset: str, predictions: dict, slices: dict, ood: tuple[float, float]) -> None:
     """Both views of one dataset, every model family on the same axes."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8), dpi=100)
-    _predictions_axes(left, predictions)
-    _slice_axes(right, slices, ood)
+    predictions_axes(left, predictions)
+    slice_axes(right, slices, ood)
     fig.suptitle(f"{dataset}: every model family")
-    _save(fig, path)
-
-
-def _save(fig, path: Path) -> None:
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    save(fig, path)
 
 
 def plot_comparison(path: Path, results: dict[str, dict[str, dict]]) -> None:
@@ -120,7 +37,7 @@ def plot_comparison(path: Path, results: dict[str, dict[str, dict]]) -> None:
     ax.set(ylabel="MSE (floored at 1e-16)", title="In-range vs out-of-range error")
     ax.grid(True, axis="y", which="major", alpha=0.3)
     ax.legend()
-    _save(fig, path)
+    save(fig, path)
 
 
 def summary_table(results: dict[str, dict[str, dict]]) -> str:
@@ -151,23 +68,10 @@ def _code(text: str | None) -> str:
     return f"`{text}`" if text else ""
 
 
-def _num(value) -> str:
+def _num(value: float | None) -> str:
     if value is None:
         return "-"
     return f"{value:.3g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.1e}"
-
-
-def reaches_floor(m: dict) -> bool:
-    """Within 10 % of the noise floor, or within 1e-6 of it when there is no noise."""
-    return m["excess"] <= 0.1 * m["floor_mse"] + 1e-6
-
-
-def best_family(by_model: dict[str, dict]) -> str:
-    """The one rule for "best", used by the report's verdicts and by champion promotion: the simplest
-    family (linear, cross, mlp) that reaches the noise floor; if none does, the lowest val_mse."""
-    families = [f for f in FAMILIES if f in by_model]
-    reached = [f for f in families if reaches_floor(by_model[f])]
-    return reached[0] if reached else min(families, key=lambda f: by_model[f]["val_mse"])
 
 
 def verdict(dataset: str, by_model: dict[str, dict]) -> str:

@@ -15,15 +15,32 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pipeline.errors import FaultError
+
+if TYPE_CHECKING:
+    import optuna
+    from mlflow import MlflowClient
 
 SQLITE = "sqlite:///"
 LOCK_TIMEOUT_S = 120  # the first MLflow migration on a slow disk takes seconds, not minutes
 SQLITE_BUSY_TIMEOUT_S = 60  # concurrent writers wait for each other instead of failing at once
 
 
-class StoreError(RuntimeError):
+class StoreError(FaultError):
     """A tracking store or study storage that cannot be opened or used."""
+
+
+@dataclass(frozen=True)
+class Stores:
+    """Where a tuning's record goes: the MLflow tracking store and experiment, the Optuna storage."""
+
+    tracking_uri: str
+    experiment: str
+    optuna_url: str
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -98,7 +115,9 @@ EXPERIMENT_TAGS = {
 }
 
 
-def mlflow_experiment(tracking_uri: str, experiment: str, artifact_location: str | None = None):
+def mlflow_experiment(
+    tracking_uri: str, experiment: str, artifact_location: str | None = None
+) -> tuple[MlflowClient, str]:
     """An `MlflowClient` of the store and the id of `experiment` in it, created if missing. The
     client is made under the lock: making it is what creates (migrates) a new store's schema."""
     from mlflow import MlflowClient
@@ -128,7 +147,21 @@ def mlflow_experiment(tracking_uri: str, experiment: str, artifact_location: str
         return client, experiment_id
 
 
-def optuna_storage(url: str):
+def artifact_location(tracking_uri: str) -> str | None:
+    """With a local SQLite store, artifacts beside the database, wherever the process runs
+    (MLflow's default, ./mlruns, follows the working directory); elsewhere the server's choice."""
+    database = sqlite_path(tracking_uri)
+    return (database.parent / "mlruns").resolve().as_uri() if database else None
+
+
+def prepare(where: Stores) -> None:
+    """Open both stores once (creating their schema under a lock if they are new): a clear
+    `StoreError` now rather than in the middle of a tuning, and no racing schema creation later."""
+    mlflow_experiment(where.tracking_uri, where.experiment, artifact_location(where.tracking_uri))
+    optuna_storage(where.optuna_url)
+
+
+def optuna_storage(url: str) -> optuna.storages.RDBStorage:
     """Optuna's storage for `url`, its tables created under the lock on first use."""
     import optuna
 
@@ -136,4 +169,4 @@ def optuna_storage(url: str):
         if url.startswith("sqlite:"):
             engine = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
             return optuna.storages.RDBStorage(url, engine_kwargs=engine)
-        return optuna.storages.get_storage(url)
+        return optuna.storages.RDBStorage(url)

@@ -13,8 +13,14 @@ from __future__ import annotations
 import re
 from functools import cache
 from itertools import combinations_with_replacement
+from typing import TYPE_CHECKING, Any
 
 from pipeline.equations import EquationError, evaluate, parse
+
+if TYPE_CHECKING:
+    import ast
+
+    import sympy
 
 CONSTANT = "1"  # the key of the bias / constant term in every coefficient table
 MAX_DEGREE = 4
@@ -63,7 +69,7 @@ def canonical(text: str, n_features: int) -> str:
     return name_of(rest)
 
 
-def name_of(term) -> str:
+def name_of(term: sympy.Expr) -> str:
     """The canonical name of a sympy term without its coefficient: monomial first, then the rest."""
     import sympy
 
@@ -103,11 +109,11 @@ def order(name: str) -> tuple:
 
 
 @cache
-def _tree(name: str, n_features: int):
+def _tree(name: str, n_features: int) -> ast.expr:
     return parse(name, n_features).tree
 
 
-def columns(X, names: tuple[str, ...], functions: dict | None = None, ops: dict | None = None) -> list:
+def columns(X: Any, names: tuple[str, ...], functions: dict | None = None, ops: dict | None = None) -> list:
     """Each term evaluated on the rows of X, as a list of columns: numpy by default, or torch with
     torch's functions and operators (see `equations.evaluate`)."""
     n_features = X.shape[-1]

@@ -17,6 +17,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+    from torch import nn
+
+    from pipeline.data import DatasetRef
 
 MLFLOW_GIT_COMMIT = "mlflow.source.git.commit"  # the values of mlflow.utils.mlflow_tags
 MLFLOW_PARENT_RUN_ID = "mlflow.parentRunId"
@@ -35,6 +42,15 @@ def git_commit(repo: Path | str = ".") -> str | None:
 
 
 @dataclass(frozen=True)
+class LoggedModel:
+    """A model to log in MLflow's PyTorch flavour: the module, a few input rows, its name."""
+
+    model: nn.Module
+    example: np.ndarray  # a few rows of inputs: the signature, and what the pt2 format traces it on
+    name: str
+
+
+@dataclass(frozen=True)
 class Target:
     """Where runs go and the tags each carries: what a process needs to open its own `Tracker`."""
 
@@ -49,14 +65,11 @@ class Target:
 class Tracker:
     """An MLflow experiment plus the tags every run of this process carries."""
 
-    def __init__(self, tracking_uri: str, experiment: str, tags: dict[str, str] | None = None):
+    def __init__(self, tracking_uri: str, experiment: str, tags: dict[str, str] | None = None) -> None:
         from pipeline import stores
 
         self.tracking_uri = tracking_uri
-        # With a local SQLite store, keep artifacts beside the database, wherever the process runs
-        # (MLflow's default, ./mlruns, follows the working directory).
-        database = stores.sqlite_path(tracking_uri)
-        location = (database.parent / "mlruns").resolve().as_uri() if database else None
+        location = stores.artifact_location(tracking_uri)
         self.client, self.experiment_id = stores.mlflow_experiment(tracking_uri, experiment, location)
         self.tags = dict(tags or {})
 
@@ -101,7 +114,9 @@ class Tracker:
             if not token:
                 return ended
 
-    def log(self, run_id: str, params: dict | None = None, metrics: dict | None = None, tags: dict | None = None):
+    def log(
+        self, run_id: str, params: dict | None = None, metrics: dict | None = None, tags: dict | None = None
+    ) -> None:
         from mlflow.entities import Metric, Param, RunTag
 
         now = _now_ms()
@@ -142,37 +157,36 @@ class Tracker:
             self.client.log_artifact(run_id, str(path))
 
     def log_torch_model(
-        self, run_id: str, model, X_example, name: str, params: dict, metrics: dict, dataset: tuple[str, str]
+        self, run_id: str, logged: LoggedModel, params: dict, metrics: dict, dataset: DatasetRef
     ) -> str:
-        """Log the model as an MLflow PyTorch model named `name`, with a signature, linked (MLflow 3
-        logged models) to the run's params and to its metrics on the dataset (name, digest); return
-        its models:/ URI. The run's metrics are logged here, once, with that link."""
+        """Log the model as an MLflow PyTorch model, with a signature, linked (MLflow 3 logged
+        models) to the run's params and to its metrics on the dataset; return its models:/ URI. The
+        run's metrics are logged here, once, with that link."""
         import mlflow
         import torch
         from mlflow.entities import Metric
         from mlflow.models import infer_signature
 
         with torch.no_grad():
-            y_example = model(torch.as_tensor(X_example)).numpy()
+            y_example = logged.model(torch.as_tensor(logged.example)).numpy()
         mlflow.set_tracking_uri(self.tracking_uri)  # log_model only speaks through the fluent API
         with mlflow.start_run(run_id=run_id):
             info = mlflow.pytorch.log_model(
-                model,
-                name=name,
-                signature=infer_signature(X_example, y_example),
-                input_example=X_example,  # the default pt2 format traces the model on it
+                logged.model,
+                name=logged.name,
+                signature=infer_signature(logged.example, y_example),
+                input_example=logged.example,  # the default pt2 format traces the model on it
                 # Stated rather than inferred: inference loads the model in a subprocess (seconds).
                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"],
                 params={key: str(value) for key, value in params.items()},
             )
         now = _now_ms()
         points = [
-            Metric(
-                key, float(value), now, 0, model_id=info.model_id, dataset_name=dataset[0], dataset_digest=dataset[1]
-            )
+            Metric(key, float(value), now, 0, model_id=info.model_id, dataset_name=dataset.name,
+                   dataset_digest=dataset.md5)
             for key, value in metrics.items()
             if value is not None
-        ]
+        ]  # fmt: skip
         self.client.log_batch(run_id, metrics=points)
         return info.model_uri
 

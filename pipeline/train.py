@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.adamw import adamw
 
 from pipeline.models import ModelSpec, Stack
 
@@ -56,7 +57,9 @@ class Tensors:
     y_val: torch.Tensor
 
     @classmethod
-    def from_arrays(cls, X_train, y_train, X_val, y_val, device: str = "cpu") -> Tensors:
+    def from_arrays(
+        cls, X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, device: str = "cpu"
+    ) -> Tensors:
         def to(a: np.ndarray) -> torch.Tensor:
             return torch.as_tensor(np.asarray(a, dtype=np.float32), device=device)
 
@@ -131,7 +134,13 @@ def _check(settings: TrainSettings) -> None:
 
 
 @torch.no_grad()  # gradients are written out by `Stack.backward`, not recorded by autograd
-def _fit_stack(members: list[Member], indices: list[int], data: Tensors, on_epoch, on_done) -> list[Trained]:
+def _fit_stack(
+    members: list[Member],
+    indices: list[int],
+    data: Tensors,
+    on_epoch: EpochCallback | None,
+    on_done: DoneCallback | None,
+) -> list[Trained]:
     device = data.X_train.device
     generators = [torch.Generator().manual_seed(member.settings.seed) for member in members]
     stack = Stack([member.spec for member in members], data.X_train.shape[1], generators, device=str(device))
@@ -145,7 +154,8 @@ def _fit_stack(members: list[Member], indices: list[int], data: Tensors, on_epoc
     epoch = 0
     while rows:
         order = torch.stack([torch.randperm(n, generator=generators[r]) for r in rows]).to(device)
-        train_sse = _train_epoch(stack, optimizer, train_x, data.y_train, order, members[0].settings.batch_size, epoch)
+        x_epoch, y_epoch = _shuffled(train_x, data.y_train, order)
+        train_sse = _train_epoch(stack, optimizer, x_epoch, y_epoch, members[0].settings.batch_size, epoch)
         val_mse = _val_mse(stack, val_x, data.y_val)
         leaving = []
         for row, (sse, val) in enumerate(zip((train_sse / n).tolist(), val_mse.tolist(), strict=True)):
@@ -170,7 +180,9 @@ def _fit_stack(members: list[Member], indices: list[int], data: Tensors, on_epoc
     return [results[member] for member in range(len(members))]
 
 
-def _outcome(member: Member, index: int, epoch: int, train_loss: float, val_loss: float, on_epoch) -> str | None:
+def _outcome(
+    member: Member, index: int, epoch: int, train_loss: float, val_loss: float, on_epoch: EpochCallback | None
+) -> str | None:
     """Why a member leaves the stack after this epoch, or None if it goes on."""
     if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
         return "DIVERGED"
@@ -199,7 +211,7 @@ class _Optimizer:
 
     @classmethod
     def of(cls, members: list[Member], flat: torch.Tensor) -> _Optimizer:
-        def column(values) -> torch.Tensor:
+        def column(values: list[float]) -> torch.Tensor:
             return torch.tensor(values, dtype=torch.float32, device=flat.device).unsqueeze(1)
 
         settings = [member.settings for member in members]
@@ -244,27 +256,31 @@ class _Optimizer:
         if not self.adam:
             flat.addcmul_(grad, lr, value=-1)
             return
-        # PyTorch's fused Adam kernel (what AdamW(fused=True) runs) takes one learning rate, so it
-        # moves a zeroed scratch tensor by minus each member's Adam direction, which the members'
-        # own learning rates then scale: three passes over the parameters instead of eight.
-        self.steps += 1
+        # PyTorch's fused AdamW kernel takes one learning rate, so it moves a zeroed scratch tensor
+        # by minus each member's Adam direction, which the members' own learning rates then scale:
+        # three passes over the parameters instead of eight. (It counts `steps` itself.)
         scratch = self.scratch.zero_()
         beta1, beta2 = ADAM_BETAS
-        torch._fused_adamw_(
-            [scratch], [grad], [self.exp_avg], [self.exp_avg_sq], [], [self.steps],
+        adamw(
+            [scratch], [grad], [self.exp_avg], [self.exp_avg_sq], [], [self.steps], fused=True,
             lr=1.0, beta1=beta1, beta2=beta2, weight_decay=0.0, eps=ADAM_EPS, amsgrad=False, maximize=False,
         )
         flat.addcmul_(scratch, lr)
 
 
-def _train_epoch(stack: Stack, optimizer: _Optimizer, train_x, train_y, order, batch_size: int, epoch: int):
-    """One epoch for every member; returns each member's sum of squared training errors.
-
-    `order` (K, n) is each member's shuffled row order for this epoch.
-    """
+def _shuffled(train_x: torch.Tensor, train_y: torch.Tensor, order: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each member's training rows in its own shuffled order (`order`: (K, n) row indices)."""
     rows, n = order.shape
     x_epoch = train_x.index_select(0, order.view(-1)).view(rows, n, -1)
-    y_epoch = train_y.index_select(0, order.view(-1)).view(rows, n)
+    return x_epoch, train_y.index_select(0, order.view(-1)).view(rows, n)
+
+
+def _train_epoch(
+    stack: Stack, optimizer: _Optimizer, x_epoch: torch.Tensor, y_epoch: torch.Tensor, batch_size: int, epoch: int
+) -> torch.Tensor:
+    """One epoch for every member, on its rows in its own order (`x_epoch` (K, n, in), `y_epoch`
+    (K, n)); returns each member's sum of squared training errors."""
+    n = y_epoch.shape[1]
     errors = torch.empty_like(y_epoch)
     weights, biases = stack.layer_views(stack.flat)
     grad = torch.empty_like(stack.flat)

@@ -5,11 +5,12 @@ the parent MLflow run and the Optuna study as usual, and publishes under the par
 worker needs: `worker/job.json` (study, model family, search space, budget) and the dataset file
 with its DVC hash. A worker (`python -m pipeline worker --parent RUN_ID`, in any directory, on any
 machine that reaches the tracking server and the study's database) downloads both, checks the
-hash, joins the study (`tune.join`: batches, heartbeats, failed trials retried) and logs each
-trial as a nested run under the parent, over HTTP when MLflow is a server. When it stops, it logs
-its best model (weights and spec, with their SHA-256) to that trial's run. The stage waits until
-the study holds exactly its `n_trials` finished trials, takes the best trial's model from MLflow
-(checked, without pickle) and writes the DVC outputs as a one-process run does.
+hash, joins the study (`shared_study.join`: batches, heartbeats, failed trials retried) and logs
+each trial as a nested run under the parent, over HTTP when MLflow is a server. When it stops, it
+logs its best model (the model directory of `pipeline.model_files`, with its SHA-256) to that
+trial's run. The stage waits until the study holds exactly its `n_trials` finished trials, takes
+the best trial's model from MLflow (checked, without pickle) and writes the DVC outputs as a
+one-process run does.
 """
 
 from __future__ import annotations
@@ -20,34 +21,89 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pipeline import model_files, records
+from pipeline.data import DatasetRef
+from pipeline.tracking import Target
+
+if TYPE_CHECKING:
+    import optuna
+    from mlflow import MlflowClient
+    from torch import nn
+
+    from pipeline.stores import Stores
+    from pipeline.train import History, Member
+    from pipeline.tune import Hooks, TrialOutcome, TuneResult, TuningJob
 
 JOB, DATA = "worker/job.json", "worker/data.npz"
+Progress = Callable[[str], None]
 
 
-def publish(target, parent_id: str, job: dict, data_path: Path) -> None:
-    """Put what a worker needs under the parent run (runs in the recorder process)."""
-    tracker = target.tracker()
+def tune_by_workers(study: optuna.Study, job: TuningJob, run: records.FamilyRun, where: Stores, workers: int,
+                    progress: Progress) -> TuneResult:  # fmt: skip
+    """The study's trials run by worker processes (`workers` of them started here, any number
+    elsewhere); the best trial's model back from MLflow. Returns what `tune.tune` returns."""
+    from optuna.trial import TrialState
+
+    from pipeline.tune import TuneResult
+
+    start = time.perf_counter()
+    publish(run, study.study_name, job, Path(run.source.path))
+    progress(f"[{run.name}] waiting for workers: python -m pipeline worker --parent {run.parent_id} --tracking-uri "
+             f"{where.tracking_uri} --storage <the study's database URL>")  # fmt: skip
+    processes = start_local(workers, run.parent_id, where)
+    try:
+        wait(study, job.n_trials, processes, progress, run.name)
+    finally:
+        for process in processes:
+            process.wait()
+    if ended := end_stale_runs(study, where.tracking_uri):
+        progress(f"[{run.name}] {ended} trial run(s) of workers that died ended KILLED; their trials were retried")
+    trial, model, member, history = collect(study, where.tracking_uri)
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    from pipeline.space import trial_params
+
+    return TuneResult(
+        best_params=trial_params(trial),
+        best_value=trial.value,
+        best_trial=trial.number,
+        model=model,
+        spec=member.spec,
+        settings=member.settings,
+        history=history,
+        n_complete=states.count(TrialState.COMPLETE),
+        n_pruned=states.count(TrialState.PRUNED),
+        seconds=time.perf_counter() - start,
+    )
+
+
+def publish(run: records.FamilyRun, study_name: str, job: TuningJob, data_path: Path) -> None:
+    """Put what a worker needs under the parent run."""
+    tracker = run.target.tracker()
+    published = {"study": study_name, "dataset": run.source.name, "md5": run.source.md5, "job": job.to_json()}
     with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "job.json").write_text(json.dumps(job, indent=2))
+        (Path(tmp) / "job.json").write_text(json.dumps(published, indent=2))
         (Path(tmp) / "data.npz").write_bytes(Path(data_path).read_bytes())
         for name in ("job.json", "data.npz"):
-            tracker.client.log_artifact(parent_id, str(Path(tmp) / name), artifact_path="worker")
+            tracker.client.log_artifact(run.parent_id, str(Path(tmp) / name), artifact_path="worker")
 
 
-def start_local(n: int, parent_id: str, tracking_uri: str, storage_url: str) -> list[subprocess.Popen]:
+def start_local(n: int, parent_id: str, where: Stores) -> list[subprocess.Popen]:
     """N worker processes here, each in a directory of its own (they need no shared disk)."""
     processes = []
     for _ in range(n):
         home = tempfile.mkdtemp(prefix="equations-worker-")
         command = [sys.executable, "-m", "pipeline", "worker", "--parent", parent_id]
-        command += ["--tracking-uri", tracking_uri, "--storage", storage_url]
+        command += ["--tracking-uri", where.tracking_uri, "--storage", where.optuna_url]
         processes.append(subprocess.Popen(command, cwd=home))
     return processes
 
 
-def wait(study, n_trials: int, processes: list[subprocess.Popen], progress, name: str, poll_s: float = 1.0) -> None:
+def wait(study: optuna.Study, n_trials: int, processes: list[subprocess.Popen], progress: Progress, name: str,
+         poll_s: float = 1.0) -> None:  # fmt: skip
     """Until the study holds `n_trials` finished trials; an error if every local worker has exited
     before that (with no local workers, it waits for workers elsewhere)."""
     from optuna.trial import TrialState
@@ -66,28 +122,9 @@ def wait(study, n_trials: int, processes: list[subprocess.Popen], progress, name
         time.sleep(poll_s)
 
 
-def job(study_id: str, dataset: str, md5: str, spec, space, settings, tuning, device: str, threads: int) -> dict:
-    """What a worker needs to know of a tuning (published as worker/job.json)."""
-    return {
-        "study": study_id,
-        "dataset": dataset,
-        "md5": md5,
-        "spec": asdict(spec),
-        "space": asdict(space),
-        "settings": asdict(settings),
-        "n_trials": tuning.n_trials,
-        "batch": tuning.trials_per_batch,
-        "seed": tuning.sampler_seed,
-        "device": device,
-        "threads": threads,
-    }
-
-
-def collect(study, tracking_uri: str):
-    """The best trial's model, from the run its worker logged it to: (trial, model, spec, history)."""
+def collect(study: optuna.Study, tracking_uri: str) -> tuple[optuna.trial.FrozenTrial, nn.Module, Member, History]:
+    """The best trial's model, from the run its worker logged it to: (trial, model, member, history)."""
     from mlflow import MlflowClient
-
-    from pipeline import loading
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     trial = study.best_trial
@@ -97,13 +134,12 @@ def collect(study, tracking_uri: str):
     tags = _wait_for(lambda: (t := client.get_run(run_id).data.tags).get("spec_sha256") and t, 300, run_id)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(client.download_artifacts(run_id, "model", tmp))
-        model = loading.load_dir(folder, tags, f"trial {trial.number} (run {run_id})")
-        spec = json.loads((folder / "spec.json").read_text())
-        history = json.loads((folder / "history.json").read_text())
-    return trial, model, spec, history
+        model = model_files.load(folder, tags, f"trial {trial.number} (run {run_id})")
+        member, history = model_files.read_member(folder)
+    return trial, model, member, history
 
 
-def end_stale_runs(study, tracking_uri: str) -> int:
+def end_stale_runs(study: optuna.Study, tracking_uri: str) -> int:
     """End KILLED the MLflow runs of trials that failed because their worker stopped beating (the
     trial's FAIL in the study is the word of Optuna's heartbeat, whatever host the worker was on)."""
     from mlflow import MlflowClient
@@ -119,7 +155,7 @@ def end_stale_runs(study, tracking_uri: str) -> int:
     return ended
 
 
-def _wait_for(check, timeout_s: float, run_id: str):
+def _wait_for(check: Callable[[], object], timeout_s: float, run_id: str) -> object:
     deadline = time.monotonic() + timeout_s
     while not (result := check()):
         if time.monotonic() > deadline:
@@ -128,91 +164,91 @@ def _wait_for(check, timeout_s: float, run_id: str):
     return result
 
 
-def work(parent_id: str, tracking_uri: str, storage_url: str, progress=print) -> int:
+def work(parent_id: str, tracking_uri: str, storage_url: str, progress: Progress = print) -> int:
     """`python -m pipeline worker`: join the parent run's study until it is done; returns how
     many trials this worker finished."""
     import optuna
     from mlflow import MlflowClient
 
     from pipeline import data as datasets
-    from pipeline import liveness, tune
-    from pipeline.models import ModelSpec
-    from pipeline.stages import open_run, record_trial
-    from pipeline.tracking import Target, source_tags
+    from pipeline import liveness, shared_study
+    from pipeline.tracking import source_tags
     from pipeline.train import Tensors
+    from pipeline.tune import TuningJob, make_pruner
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a log line per trial, no bars
     client = MlflowClient(tracking_uri)
     parent = client.get_run(parent_id)
     experiment = client.get_experiment(parent.info.experiment_id).name
     with tempfile.TemporaryDirectory() as tmp:
-        job = json.loads(Path(client.download_artifacts(parent_id, JOB, tmp)).read_text())
-        dataset = datasets.load(Path(client.download_artifacts(parent_id, DATA, tmp)), job["md5"])
-    spec = ModelSpec(job["spec"]["family"], tuple(job["spec"]["terms"]), job["spec"]["depth"], job["spec"]["width"])
-    space = tune.SearchSpace(
-        lr=tune.FloatSpace(**job["space"]["lr"]),
-        epochs=tune.IntSpace(**job["space"]["epochs"]),
-        batch_size=tuple(job["space"]["batch_size"]),
-        optimizer=tuple(job["space"]["optimizer"]),
-        width=tuple(job["space"]["width"]) if job["space"]["width"] else None,
-        depth=tuple(job["space"]["depth"]) if job["space"]["depth"] else None,
-    )
-    settings = tune.StudySettings(**job["settings"])
+        published = json.loads(Path(client.download_artifacts(parent_id, JOB, tmp)).read_text())
+        dataset = datasets.load(Path(client.download_artifacts(parent_id, DATA, tmp)), published["md5"])
+    job = TuningJob.from_json(published["job"])
     study = optuna.load_study(
-        study_name=job["study"],
-        storage=tune.worker_storage(storage_url),
+        study_name=published["study"],
+        storage=shared_study.worker_storage(storage_url),
         sampler=optuna.samplers.TPESampler(constant_liar=True),  # unseeded: workers must not propose alike
-        pruner=tune.make_pruner(settings),
+        pruner=make_pruner(job.settings),
     )
-    tags = source_tags() | liveness.owner() | {"dataset": job["dataset"], "model": spec.family, "worker": "yes"}
-    target = Target(tracking_uri, experiment, tags)
-    source = (job["dataset"], job["md5"], f"mlflow-artifacts: run {parent_id} {DATA}")
-    name = f"{job['dataset']}/{spec.family}"
-    runs: dict[int, str] = {}
-    done = []
-
-    def on_ask(asked):
-        for trial in asked:
-            number, previous = trial.number, trial.user_attrs.get("mlflow_run_id")
-            if previous:  # a retry of a trial whose worker died: it takes over that trial's run
-                client.update_run(previous, status="RUNNING", name=f"{name}/trial-{number}")
-                client.set_tag(previous, "trial", str(number))
-                client.set_tag(previous, "retry_of_trial", str(tune.retried_from(study, trial)))
-                runs[number] = previous
-            else:
-                runs[number] = open_run(target, f"{name}/trial-{number}", {"trial": str(number)}, parent_id, source)
-        return lambda number: {"mlflow_run_id": runs[number]}
-
-    def on_trial(outcome):
-        record_trial(target, runs[outcome.number], outcome)
-        done.append(outcome.number)
-        progress(f"[{name}] trial {outcome.number} {outcome.state.lower()} ({len(done)} here)")
-
+    tags = {"dataset": published["dataset"], "model": job.spec.family, "worker": "yes"}
+    tags = source_tags() | liveness.owner() | tags
+    source = DatasetRef(published["dataset"], published["md5"], f"mlflow-artifacts: run {parent_id} {DATA}")
+    run = records.FamilyRun(Target(tracking_uri, experiment, tags), parent_id, source)
+    trials = _WorkerTrials(client, study, run, progress)
     import torch
 
-    torch.set_num_threads(job["threads"])  # one core a worker: several workers share a machine
-    tensors = Tensors.from_arrays(dataset.X_train, dataset.y_train, dataset.X_val, dataset.y_val, job["device"])
-    best = tune.join(study, spec, tensors, space, job["n_trials"], job["seed"], on_trial, job["batch"], on_ask)
+    torch.set_num_threads(job.threads)  # one core a worker: several workers share a machine
+    tensors = Tensors.from_arrays(dataset.X_train, dataset.y_train, dataset.X_val, dataset.y_val, job.device)
+    best = shared_study.join(study, job, tensors, trials.hooks())
     if best is not None:
         number, member, trained = best
-        _log_model(target, runs[number], trained, member, dataset.n_features)
-    return len(done)
+        _log_model(run.target, trials.runs[number], trained.model, member, trained.history)
+    return len(trials.done)
 
 
-def _log_model(target, run_id: str, trained, member, n_features: int) -> None:
-    """The worker's best model on its trial's run: weights, spec, curves, and their SHA-256."""
-    import torch
+class _WorkerTrials:
+    """A worker's record of its trials: a nested run each, opened as the trial is asked."""
 
-    from pipeline import loading
+    def __init__(self, client: MlflowClient, study: optuna.Study, run: records.FamilyRun, progress: Progress) -> None:
+        self.client, self.study, self.run, self.progress = client, study, run, progress
+        self.runs: dict[int, str] = {}
+        self.done: list[int] = []
 
+    def hooks(self) -> Hooks:
+        from pipeline.tune import Hooks
+
+        return Hooks(on_trial=self.on_trial, on_ask=self.on_ask)
+
+    def on_ask(self, asked: list[optuna.Trial]) -> Callable[[int], dict]:
+        from pipeline.tune import retried_numbers
+
+        name, parent_id = self.run.name, self.run.parent_id
+        for trial, original in zip(asked, retried_numbers(self.study, asked), strict=True):
+            number, previous = trial.number, trial.user_attrs.get("mlflow_run_id")
+            if previous:  # a retry of a trial whose worker died: it takes over that trial's run
+                self.client.update_run(previous, status="RUNNING", name=f"{name}/trial-{number}")
+                self.client.set_tag(previous, "trial", str(number))
+                self.client.set_tag(previous, "retry_of_trial", str(original))
+                self.runs[number] = previous
+            else:
+                tags = {"trial": str(number)}
+                self.runs[number] = records.open_run(self.run.target, f"{name}/trial-{number}", tags, parent_id,
+                                                     self.run.source)  # fmt: skip
+        return lambda number: {"mlflow_run_id": self.runs[number]}
+
+    def on_trial(self, outcome: TrialOutcome) -> None:
+        records.record_trial(self.run.target, self.runs[outcome.number], outcome)
+        self.done.append(outcome.number)
+        self.progress(f"[{self.run.name}] trial {outcome.number} {outcome.state.lower()} ({len(self.done)} here)")
+
+
+def _log_model(target: Target, run_id: str, model: nn.Module, member: Member, history: History) -> None:
+    """The worker's best model on its trial's run: the model directory and its SHA-256."""
     tracker = target.tracker()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        torch.save(trained.model.state_dict(), folder / "model.pt")
-        spec = asdict(member.spec) | {"n_features": n_features, "settings": asdict(member.settings)}
-        (folder / "spec.json").write_text(json.dumps(spec, indent=2))
-        history = {"train_loss": trained.history.train_loss, "val_loss": trained.history.val_loss}
-        (folder / "history.json").write_text(json.dumps(history))
-        for name in ("model.pt", "spec.json", "history.json"):
+        model_files.write(folder, model, member, model.n_features)
+        model_files.write_history(folder, history)
+        for name in (model_files.WEIGHTS, model_files.SPEC, model_files.HISTORY):
             tracker.client.log_artifact(run_id, str(folder / name), artifact_path="model")
-        tracker.log(run_id, tags=loading.digests(folder))
+        tracker.log(run_id, tags=model_files.digests(folder))

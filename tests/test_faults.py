@@ -269,7 +269,8 @@ def champion(tmp_path, default_params_raw, monkeypatch):
     # Registering sets MLflow's tracking URI, which also exports MLFLOW_TRACKING_URI: monkeypatch
     # takes it back afterwards, so later tests do not write to this store.
     monkeypatch.setenv("MLFLOW_TRACKING_URI", client.tracking_uri)
-    registry.promote(client, "equations-product", parent.info.run_id, f"runs:/{parent.info.run_id}/product-linear", 1.0)
+    candidate = registry.Candidate(parent.info.run_id, f"runs:/{parent.info.run_id}/product-linear", 1.0)
+    registry.promote(client, "equations-product", candidate)
     return root, client, parent
 
 
@@ -282,7 +283,7 @@ def test_a_champion_loads_back_without_pickle(champion):
     rows = [",".join(repr(float(v)) for v in x) for x in X]
     printed = sh(root, "python", "-m", "pipeline", "predict", "--model", "models:/equations-product@champion",
                  *[f"--row={row}" for row in rows])  # fmt: skip
-    from pipeline.stages import predict
+    from pipeline.evaluation import predict
 
     assert [float(line) for line in printed.split()] == pytest.approx(predict(model, X).tolist(), rel=1e-5)
     metrics = json.loads((root / "out" / "metrics" / "product-linear.json").read_text())
@@ -293,7 +294,7 @@ def test_a_champion_loads_back_without_pickle(champion):
 
 def test_a_tampered_champion_is_refused_and_its_payload_never_runs(champion, tmp_path):
     import pipeline
-    from pipeline.loading import ModelIntegrityError, digests, load_dir
+    from pipeline.model_files import ModelIntegrityError, digests, load
 
     root, client, parent = champion
     marker = tmp_path / "payload-ran"
@@ -317,7 +318,7 @@ def test_a_tampered_champion_is_refused_and_its_payload_never_runs(champion, tmp
     (copy / "model.pt").write_bytes(planted)
     (copy / "spec.json").write_bytes((weights.parent / "spec.json").read_bytes())
     with pytest.raises(ModelIntegrityError, match="not a model this pipeline logged"):
-        load_dir(copy, digests(copy), "a planted copy")
+        load(copy, digests(copy), "a planted copy")
     assert not marker.exists()
     pickle.loads(planted)  # the payload is live: plain pickle runs it
     assert marker.exists()

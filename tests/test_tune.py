@@ -10,9 +10,10 @@ from optuna.trial import TrialState
 from pipeline.data import DatasetSpec, generate
 from pipeline.equations import parse
 from pipeline.models import ModelSpec
+from pipeline.space import FloatSpace, IntSpace, SearchSpace
 from pipeline.terms import library
 from pipeline.train import Tensors, mse
-from pipeline.tune import FloatSpace, IntSpace, SearchSpace, StudySettings, create_study, tune
+from pipeline.tune import Hooks, StudySettings, TuningJob, create_study, tune
 
 
 @pytest.fixture
@@ -23,11 +24,13 @@ def product() -> Tensors:
 
 def test_diverging_trials_are_pruned_and_the_study_goes_on(product, tmp_path):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    study = create_study("product/cross", storage, StudySettings(n_trials=6, pruner="none"))
+    settings = StudySettings(n_trials=6, pruner="none")
+    study = create_study("product/cross", storage, settings)
     # lr above ~0.1 makes SGD on 65 features diverge for part of the trials.
     space = SearchSpace(lr=FloatSpace(0.003, 3.0), epochs=IntSpace(10, 10))
     seen = []
-    result = tune(study, ModelSpec("cross", terms=library(10)), product, space, 6, on_trial=seen.append, batch=3)
+    job = TuningJob(ModelSpec("cross", terms=library(10)), space, settings, batch=3)
+    result = tune(study, job, product, Hooks(on_trial=seen.append))
     states = [outcome.state for outcome in seen]
     assert len(seen) == 6 and "DIVERGED" in states and "COMPLETE" in states
     assert result.n_pruned == states.count("DIVERGED")
@@ -43,10 +46,12 @@ def test_diverging_trials_are_pruned_and_the_study_goes_on(product, tmp_path):
 
 def test_every_trial_keeps_its_per_epoch_reports_in_the_storage(product, tmp_path):
     storage = f"sqlite:///{tmp_path / 'o.db'}"
-    study = create_study("curves", storage, StudySettings(5, pruner="median", n_startup_trials=1, n_warmup_steps=1))
+    settings = StudySettings(5, pruner="median", n_startup_trials=1, n_warmup_steps=1)
+    study = create_study("curves", storage, settings)
     space = SearchSpace(lr=FloatSpace(1e-5, 0.05), epochs=IntSpace(6, 12))
     seen = {}
-    tune(study, ModelSpec("linear"), product, space, 5, on_trial=lambda o: seen.setdefault(o.number, o), batch=2)
+    job = TuningJob(ModelSpec("linear"), space, settings, batch=2)
+    tune(study, job, product, Hooks(on_trial=lambda o: seen.setdefault(o.number, o)))
     for trial in optuna.load_study(study_name="curves", storage=storage).trials:
         curve = seen[trial.number].history.val_loss
         assert trial.intermediate_values == dict(enumerate(curve))
@@ -56,26 +61,26 @@ def test_every_trial_keeps_its_per_epoch_reports_in_the_storage(product, tmp_pat
 
 
 def test_pruner_stops_poor_trials_early(product, tmp_path):
-    study = create_study(
-        "s", f"sqlite:///{tmp_path / 'o.db'}", StudySettings(8, pruner="median", n_startup_trials=2, n_warmup_steps=2)
-    )
+    settings = StudySettings(8, pruner="median", n_startup_trials=2, n_warmup_steps=2)
+    study = create_study("s", f"sqlite:///{tmp_path / 'o.db'}", settings)
     space = SearchSpace(lr=FloatSpace(1e-5, 0.05), epochs=IntSpace(20, 20))
     seen = []
     # Batches of two: the trials of later batches are judged against the finished ones.
-    tune(study, ModelSpec("linear"), product, space, 8, on_trial=seen.append, batch=2)
+    tune(study, TuningJob(ModelSpec("linear"), space, settings, batch=2), product, Hooks(on_trial=seen.append))
     pruned = [o for o in seen if o.state == "PRUNED"]
     assert pruned and all(len(o.history.val_loss) < 20 for o in pruned)
     assert all(o.number >= 2 for o in pruned)  # nothing to compare with in the first batch
 
 
 def test_trials_are_asked_in_batches_from_a_sampler_that_expects_it(product, tmp_path):
-    study = create_study("b", f"sqlite:///{tmp_path / 'o.db'}", StudySettings(5, pruner="none"))
+    settings = StudySettings(5, pruner="none")
+    study = create_study("b", f"sqlite:///{tmp_path / 'o.db'}", settings)
     assert study.sampler._constant_liar
     asked = []
     original = study.ask
     study.ask = lambda *a, **k: asked.append(len(study.get_trials(states=(TrialState.RUNNING,)))) or original(*a, **k)
     space = SearchSpace(lr=FloatSpace(0.01, 0.05), epochs=IntSpace(3, 3))
-    tune(study, ModelSpec("linear"), product, space, 5, batch=2)
+    tune(study, TuningJob(ModelSpec("linear"), space, settings, batch=2), product)
     assert asked == [0, 1, 0, 1, 0]  # running trials when each was asked: batches of 2, 2 and 1
     assert [t.number for t in study.trials] == [0, 1, 2, 3, 4]
 
@@ -85,8 +90,9 @@ def test_a_rerun_gets_its_own_study_keeps_the_old_one_and_repeats_its_result(pro
     space = SearchSpace(lr=FloatSpace(0.01, 0.05), epochs=IntSpace(3, 3))
     values = []
     for run in range(2):
-        study = create_study(f"again/{run}", storage, StudySettings(2, sampler_seed=7), {"mlflow_run_id": f"r{run}"})
-        values.append(tune(study, ModelSpec("linear"), product, space, 2).best_value)
+        settings = StudySettings(2, sampler_seed=7)
+        study = create_study(f"again/{run}", storage, settings, {"mlflow_run_id": f"r{run}"})
+        values.append(tune(study, TuningJob(ModelSpec("linear"), space, settings), product).best_value)
     assert values[0] == values[1]
     studies = {s.study_name: s for s in optuna.get_all_study_summaries(storage)}
     assert sorted(studies) == ["again/0", "again/1"]
@@ -97,9 +103,10 @@ def test_a_rerun_gets_its_own_study_keeps_the_old_one_and_repeats_its_result(pro
 
 
 def test_mlp_width_and_depth_are_searched(product, tmp_path):
-    study = create_study("m", f"sqlite:///{tmp_path / 'o.db'}", StudySettings(3, pruner="none"))
+    settings = StudySettings(3, pruner="none")
+    study = create_study("m", f"sqlite:///{tmp_path / 'o.db'}", settings)
     space = SearchSpace(lr=FloatSpace(1e-3, 1e-2), epochs=IntSpace(2, 2), optimizer=("adam",), width=(4, 8), depth=(1,))
-    result = tune(study, ModelSpec("mlp", depth=2, width=32), product, space, 3)
+    result = tune(study, TuningJob(ModelSpec("mlp", depth=2, width=32), space, settings), product)
     assert result.spec.width in (4, 8) and result.spec.depth == 1
     assert result.best_params["depth"] == 1 and result.best_params["optimizer"] == "adam"
     assert "width" in study.trials[0].params and "depth" not in study.trials[0].params
@@ -108,21 +115,23 @@ def test_mlp_width_and_depth_are_searched(product, tmp_path):
 
 def test_an_interrupted_batch_leaves_no_trial_running(product, tmp_path):
     storage = f"sqlite:///{tmp_path / 'o.db'}"
-    study = create_study("stop", storage, StudySettings(6, pruner="none"))
+    settings = StudySettings(6, pruner="none")
+    study = create_study("stop", storage, settings)
     space = SearchSpace(lr=FloatSpace(0.01, 0.05), epochs=IntSpace(3, 9))
 
     def interrupt(outcome):  # Ctrl-C as the first trial of the batch ends
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        tune(study, ModelSpec("linear"), product, space, 6, on_trial=interrupt, batch=6)
+        tune(study, TuningJob(ModelSpec("linear"), space, settings, batch=6), product, Hooks(on_trial=interrupt))
     states = [t.state for t in optuna.load_study(study_name="stop", storage=storage).trials]
     assert len(states) == 6 and TrialState.RUNNING not in states
     assert states.count(TrialState.FAIL) == 5 and states.count(TrialState.COMPLETE) == 1  # the one just told
 
 
 def test_an_interrupted_batch_reports_its_unfinished_trials_as_fail_with_their_curves(product, tmp_path):
-    study = create_study("stop", f"sqlite:///{tmp_path / 'o.db'}", StudySettings(4, pruner="none"))
+    settings = StudySettings(4, pruner="none")
+    study = create_study("stop", f"sqlite:///{tmp_path / 'o.db'}", settings)
     space = SearchSpace(lr=FloatSpace(0.01, 0.05), epochs=IntSpace(3, 9))
     seen = []
 
@@ -132,7 +141,8 @@ def test_an_interrupted_batch_reports_its_unfinished_trials_as_fail_with_their_c
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        tune(study, ModelSpec("linear"), product, space, 4, on_trial=interrupt_once, batch=4)
+        job = TuningJob(ModelSpec("linear"), space, settings, batch=4)
+        tune(study, job, product, Hooks(on_trial=interrupt_once))
     assert [o.state for o in seen] == ["COMPLETE", "FAIL", "FAIL", "FAIL"]
     first_epochs = len(seen[0].history.val_loss)
     for outcome in seen[1:]:  # interrupted in the epoch where the first one ended, or just after it
@@ -146,17 +156,18 @@ def test_an_interrupted_batch_reports_its_unfinished_trials_as_fail_with_their_c
 def test_an_interruption_between_asking_and_training_reports_its_trials_as_fail(product, tmp_path, monkeypatch):
     import pipeline.tune as tuning
 
-    study = create_study("early", f"sqlite:///{tmp_path / 'o.db'}", StudySettings(3, pruner="none"))
+    settings = StudySettings(3, pruner="none")
+    study = create_study("early", f"sqlite:///{tmp_path / 'o.db'}", settings)
     space = SearchSpace(lr=FloatSpace(0.01, 0.05), epochs=IntSpace(3, 9))
     announced, seen = [], []
 
-    def interrupt(study, trial):  # SIGTERM after the batch was asked, before its trials were announced
+    def interrupt(study, trials):  # SIGTERM after the batch was asked, before its trials were announced
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(tuning, "retried_from", interrupt)
+    monkeypatch.setattr(tuning, "retried_numbers", interrupt)
+    hooks = Hooks(on_trial=seen.append, on_ask=lambda trials: announced.extend(t.number for t in trials))
     with pytest.raises(KeyboardInterrupt):
-        tune(study, ModelSpec("linear"), product, space, 3, on_trial=seen.append, batch=3,
-             on_ask=lambda trials: announced.extend(t.number for t in trials))  # fmt: skip
+        tune(study, TuningJob(ModelSpec("linear"), space, settings, batch=3), product, hooks)
     assert [t.state for t in study.trials] == [TrialState.FAIL] * 3
     assert announced == [0, 1, 2]  # so the record opens their runs, then ends them as failed
     assert [(o.number, o.state, o.history.val_loss) for o in seen] == [(n, "FAIL", []) for n in (0, 1, 2)]

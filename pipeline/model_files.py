@@ -1,0 +1,109 @@
+"""The model directory: one trained model as files, written and read here alone.
+
+- `spec.json`: what to build (family, feature terms, depth, width, the number of inputs) and how it
+  was trained (its `TrainSettings`), plain JSON;
+- `model.pt`: its `state_dict`, tensors only, read back with `torch.load(weights_only=True)`;
+- `history.json` (optional): its per-epoch training and validation losses.
+
+Reading trusts nothing in the folder: the module is rebuilt from `spec.json` (terms re-parsed by
+the safe equation parser), the weights are read without pickle, and both files must match the
+SHA-256 digests the caller recorded when the model was written (`digests`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle  # only for its exception: weights_only=True refuses anything but tensors
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pipeline.errors import FaultError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from pipeline.models import ModelSpec
+    from pipeline.train import History, Member
+
+WEIGHTS, SPEC, HISTORY = "model.pt", "spec.json", "history.json"
+# The tags (of the MLflow run that logged the files) holding the SHA-256 each file must still have.
+DIGEST_TAGS = {WEIGHTS: "weights_sha256", SPEC: "spec_sha256"}
+
+
+class ModelIntegrityError(FaultError):
+    """A model directory whose files are missing, malformed or not the ones that were written."""
+
+
+def write(folder: Path, model: nn.Module, member: Member, n_features: int) -> None:
+    """`model.pt` and `spec.json` of a trained model into `folder` (which must exist)."""
+    import torch
+
+    torch.save(model.state_dict(), Path(folder) / WEIGHTS)
+    spec = asdict(member.spec) | {"n_features": n_features, "settings": asdict(member.settings)}
+    (Path(folder) / SPEC).write_text(json.dumps(spec, indent=2))
+
+
+def write_history(folder: Path, history: History) -> None:
+    curves = {"train_loss": history.train_loss, "val_loss": history.val_loss}
+    (Path(folder) / HISTORY).write_text(json.dumps(curves))
+
+
+def read_member(folder: Path) -> tuple[Member, History]:
+    """The member (architecture and training settings) and the curves written into `folder`."""
+    from pipeline.train import History, Member, TrainSettings
+
+    spec = json.loads((Path(folder) / SPEC).read_text())
+    history = json.loads((Path(folder) / HISTORY).read_text())
+    member = Member(_model_spec(spec), TrainSettings(**spec["settings"]))
+    return member, History(history["train_loss"], history["val_loss"])
+
+
+def sha256(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def digests(folder: Path) -> dict[str, str]:
+    """The tags that vouch for a model directory's files: record them when logging it."""
+    return {tag: sha256(Path(folder) / name) for name, tag in DIGEST_TAGS.items()}
+
+
+def load(folder: Path, expected: dict[str, str], where: str) -> nn.Module:
+    """Rebuild the module in `folder` once each file matches its digest in `expected`."""
+    import torch
+
+    from pipeline.equations import EquationError
+    from pipeline.models import build_model
+
+    _check_digests(Path(folder), expected, where)
+    try:
+        spec = json.loads((Path(folder) / SPEC).read_text())
+        model = build_model(_model_spec(spec), int(spec["n_features"]))
+        model.load_state_dict(torch.load(Path(folder) / WEIGHTS, weights_only=True, map_location="cpu"))
+    except (KeyError, TypeError, ValueError, RuntimeError, EquationError, pickle.UnpicklingError) as exc:
+        raise ModelIntegrityError(f"{where}: not a model this pipeline logged: {exc}") from None
+    return model.eval()
+
+
+def _check_digests(folder: Path, expected: dict[str, str], where: str) -> None:
+    for name, tag in DIGEST_TAGS.items():
+        if tag not in expected:
+            raise ModelIntegrityError(f"{where}: the run has no {tag} tag, so {name} cannot be verified; refused")
+        actual = sha256(folder / name)
+        if actual != expected[tag]:
+            raise ModelIntegrityError(
+                f"{where}: {name} has SHA-256 {actual[:16]}..., not the {expected[tag][:16]}... recorded when it "
+                "was logged: the artifact was changed after logging; refused to load it"
+            )
+
+
+def _model_spec(spec: dict) -> ModelSpec:
+    """The architecture in a parsed `spec.json`; term names go through the safe equation parser."""
+    from pipeline.models import ModelSpec
+    from pipeline.terms import canonical
+
+    n_features = int(spec["n_features"])
+    names = tuple(canonical(str(term), n_features) for term in spec.get("terms", ()))
+    return ModelSpec(spec["family"], names, int(spec.get("depth", 2)), int(spec.get("width", 32)))

@@ -1,0 +1,153 @@
+"""Stage `tune`: tune the model families on one dataset, tracked in MLflow; write their outputs.
+
+Per family: `<models-dir>/<dataset>-<family>/`, `<metrics-dir>/<dataset>-<family>.json` and
+`<plots-dir>/{loss,predictions,slice}/<dataset>-<family>.csv` (`pipeline.outputs`). The work is
+`pipeline.tuning`'s; this module turns params.yaml into its plan.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pipeline import data
+from pipeline.config import Params
+from pipeline.families import FAMILIES
+from pipeline.outputs import OutputDirs, TuneOutputs
+from pipeline.stages import specs
+
+if TYPE_CHECKING:
+    from pipeline.config import TuningConfig
+    from pipeline.models import ModelSpec
+    from pipeline.space import SearchSpace
+    from pipeline.tune import StudySettings, TuningJob
+
+
+def tune(
+    params: Params,
+    source: data.DatasetRef,
+    outputs: dict[str, TuneOutputs],
+    tags: dict[str, str] | None = None,
+    workers: int | None = None,
+    progress: Callable = print,
+) -> dict[str, dict]:
+    """Tune each family of `outputs` on the dataset `source` names, one after another.
+
+    The dataset is refused unless its MD5 is `source.md5` (when given: what DVC recorded). Returns,
+    per family, the metrics plus the MLflow parent run's id (`run_id`) and its model's URI
+    (`model_uri`). With `workers` (0 or more), worker processes run the trials (`pipeline.workers`):
+    that many started here, and any started elsewhere with `python -m pipeline worker`.
+    """
+    from pipeline.tuning import Plan, tune_dataset
+
+    dataset, source = data.load_ref(source)  # refused here, before any run is opened
+    plan = Plan(
+        source=source,
+        data_spec=specs.dataset_spec(params, source.name),
+        jobs={family: tuning_job(params, family, dataset.n_features) for family in outputs},
+        outputs=outputs,
+        facts={family: facts(params, source.name, family) for family in outputs},
+    )
+    return tune_dataset(plan, dataset, specs.stores(params), workers, progress, tags)
+
+
+def model_spec(params: Params, family: str, n_features: int) -> ModelSpec:
+    from pipeline.models import ModelSpec
+
+    if family == "cross":
+        return ModelSpec("cross", terms=specs.terms_for(params, n_features))
+    if family == "mlp":
+        return ModelSpec("mlp", depth=params.models.mlp.depth, width=params.models.mlp.width)
+    return ModelSpec(family)
+
+
+def search_space(cfg: TuningConfig) -> SearchSpace:
+    from pipeline.space import FloatSpace, IntSpace, SearchSpace
+
+    space = cfg.space
+    return SearchSpace(
+        lr=FloatSpace(space.lr.low, space.lr.high, space.lr.log),
+        epochs=IntSpace(space.epochs.low, space.epochs.high, space.epochs.log),
+        batch_size=tuple(space.batch_size),
+        optimizer=tuple(space.optimizer),
+        width=tuple(space.width) if space.width else None,
+        depth=tuple(space.depth) if space.depth else None,
+    )
+
+
+def study_settings(cfg: TuningConfig) -> StudySettings:
+    from pipeline.tune import StudySettings
+
+    return StudySettings(
+        n_trials=cfg.n_trials,
+        sampler_seed=cfg.sampler_seed,
+        pruner=cfg.pruner.name,
+        n_startup_trials=cfg.pruner.n_startup_trials,
+        n_warmup_steps=cfg.pruner.n_warmup_steps,
+    )
+
+
+def tuning_job(params: Params, family: str, n_features: int) -> TuningJob:
+    from pipeline.tune import TuningJob
+
+    cfg = params.tuning[family]
+    return TuningJob(
+        spec=model_spec(params, family, n_features),
+        space=search_space(cfg),
+        settings=study_settings(cfg),
+        batch=cfg.trials_per_batch,
+        device=params.training.device,
+        threads=params.training.threads,
+    )
+
+
+def facts(params: Params, dataset: str, family: str) -> dict[str, str]:
+    """What the parent run's params say beside the best trial's: the dataset and the tuning budget."""
+    cfg, tuning = params.datasets[dataset], params.tuning[family]
+    return {
+        "dataset.equation": cfg.equation,
+        "dataset.n_features": cfg.n_features,
+        "dataset.n_samples": cfg.n_samples,
+        "dataset.noise": cfg.noise,
+        "dataset.seed": cfg.seed,
+        "tuning.n_trials": tuning.n_trials,
+        "tuning.trials_per_batch": tuning.trials_per_batch,
+        "tuning.sampler": f"TPE, seed {tuning.sampler_seed}, constant_liar",
+        "tuning.pruner": tuning.pruner.name,
+        "tuning.space": json.dumps(tuning.space.model_dump(exclude_none=True)),
+    }
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Tune each model family on one dataset. Writes, per family, <models-dir>/<dataset>-<model>/, "
+        "<metrics-dir>/<dataset>-<model>.json and <plots-dir>/{loss,predictions,slice}/<dataset>-<model>.csv."
+    )
+    parser.add_argument("--dataset", required=True, help="a key under `datasets:` in params.yaml")
+    parser.add_argument(
+        "--models", nargs="+", choices=FAMILIES, default=list(FAMILIES), help="model families (default: all)"
+    )
+    parser.add_argument("--data", type=Path, required=True, help="arrays file written by `generate`")
+    parser.add_argument("--models-dir", type=Path, required=True, help="directory for weights and readable artifacts")
+    parser.add_argument("--metrics-dir", type=Path, required=True, help="directory for the metrics files (.json)")
+    parser.add_argument("--plots-dir", type=Path, required=True, help="directory for the plot tables (.csv)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="run the trials in N worker processes here (0: only in workers started elsewhere); "
+        "the study's storage should then be PostgreSQL",
+    )
+
+
+def main(args: argparse.Namespace, params: Params) -> None:
+    params.check_dataset(args.dataset)
+    if not args.data.exists():
+        raise FileNotFoundError(f"--data {args.data}: not found; run `dvc repro generate@{args.dataset}` first")
+    dirs = OutputDirs(args.models_dir, args.metrics_dir, args.plots_dir)
+    outputs = {family: dirs.of(args.dataset, family) for family in args.models}  # in the order given, each once
+    source = data.DatasetRef(args.dataset, data.locked_md5(args.data), str(args.data))
+    tune(params, source, outputs, workers=args.workers)

@@ -1,0 +1,49 @@
+"""The private names of our dependencies that we use, each in its one module, still exist in the
+versions installed, and those versions are the ones pyproject pins (see optuna_private.py and
+flows/prefect_private.py for why each is used)."""
+
+from __future__ import annotations
+
+import inspect
+import tomllib
+from importlib.metadata import version
+
+import optuna
+from conftest import ROOT
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
+
+
+def pinned(name: str) -> SpecifierSet:
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    spec = next(d for d in dependencies if d.split(">")[0].split("=")[0].split("<")[0] == name)
+    return SpecifierSet(spec[len(name) :])
+
+
+def test_optuna_is_a_pinned_version_and_has_the_private_names_we_use(tmp_path):
+    assert Version(version("optuna")) in pinned("optuna")
+    from optuna.storages._rdb.models import TrialIntermediateValueModel, TrialUserAttributeModel
+
+    assert callable(TrialIntermediateValueModel.intermediate_value_to_stored_repr)
+    assert {"trial_id", "step", "intermediate_value", "intermediate_value_type"} <= set(
+        TrialIntermediateValueModel.__table__.columns.keys()
+    )
+    assert {"trial_id", "key", "value_json"} <= set(TrialUserAttributeModel.__table__.columns.keys())
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'o.db'}")
+    trial = study.ask()
+    assert isinstance(trial._trial_id, int) and isinstance(study._storage, optuna.storages.BaseStorage)
+
+
+def test_prefect_is_a_pinned_version_and_has_the_private_names_we_use():
+    assert Version(version("prefect")) in pinned("prefect")
+    from prefect.task_worker import TaskWorker
+
+    for name in ("_subscribe_to_task_scheduling", "_acquire_token", "_safe_submit_scheduled_task_run"):
+        assert callable(getattr(TaskWorker, name, None)), name
+    # Instance attributes, set in __init__ (a TaskWorker can only be built inside an event loop).
+    source = inspect.getsource(TaskWorker.__init__)
+    assert "self._limiter" in source and "self._runs_task_group" in source
+
+
+def test_torch_is_the_pinned_version():
+    assert Version(version("torch").split("+")[0]) in pinned("torch")
