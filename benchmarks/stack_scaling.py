@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     params = load_params(args.params)
     torch.set_num_threads(params.training.threads)
     space = tune_stage.search_space(params.tuning["mlp"])
-    spec = tune_stage.model_spec(params, "mlp", 0)
+    spec = tune_stage.model_spec(params, "mlp", "product")
     spec = ModelSpec(
         "mlp", (), args.depth or max(space.depth or (spec.depth,)), args.width or max(space.width or (spec.width,))
     )

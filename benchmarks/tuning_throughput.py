@@ -37,12 +37,12 @@ from pipeline.train import Member, Tensors, fit  # noqa: E402
 from pipeline.tune import create_study  # noqa: E402
 
 
-def sample_members(params, family: str, n_features: int) -> list[Member]:
+def sample_members(params, family: str, dataset: str) -> list[Member]:
     """The trials a tuning of this family would start from: drawn by its sampler, in its batches."""
     tuning = params.tuning[family]
     study = create_study(f"benchmark/{family}", None, tune_stage.study_settings(tuning))
     space = tune_stage.search_space(tuning)
-    spec = tune_stage.model_spec(params, family, n_features)
+    spec = tune_stage.model_spec(params, family, dataset)
     trials = [study.ask() for _ in range(tuning.n_trials)]
     return [suggest(trial, space, spec, tuning.sampler_seed + trial.number) for trial in trials]
 
@@ -69,8 +69,8 @@ def largest_difference(a: list, b: list) -> float:
     )
 
 
-def measure(params, family: str, data: Tensors, repeats: int) -> dict:
-    members = sample_members(params, family, data.X_train.shape[1])
+def measure(params, family: str, data: Tensors, repeats: int, dataset: str) -> dict:
+    members = sample_members(params, family, dataset)
     batch = params.tuning[family].trials_per_batch
     fit(members[:1], data)  # warm-up: first-call costs belong to neither variant
     single, stacked, difference = [], [], 0.0
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
           f"medians of {args.repeats}")
     print(f"{'family':8} {'trials':>6} {'batch':>5} {'one at a time':>16} {'batched':>14} {'ratio':>7}")
     for family in args.families:
-        r = results[family] = measure(params, family, data, args.repeats)
+        r = results[family] = measure(params, family, data, args.repeats, args.dataset)
         print(
             f"{family:8} {r['n_trials']:>6} {r['trials_per_batch']:>5} {r['one_at_a_time']:>10.2f} trials/s "
             f"{r['batched']:>8.2f} trials/s {r['ratio']:>6.1f}x"

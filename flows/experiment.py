@@ -9,7 +9,9 @@ are independent and run concurrently in worker processes, up to `max_concurrency
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -39,7 +41,7 @@ class Layout:
     root: Path
 
     def checks(self) -> Path:
-        return self.root / "checks" / "params.txt"
+        return self.root / "checks"
 
     def data(self, dataset: str) -> Path:
         return self.root / "data" / f"{dataset}.npz"
@@ -59,8 +61,14 @@ def _log(message: str) -> None:
 
 
 def _flow_run_tags() -> dict[str, str]:
-    # The run that started it all: the `experiment` run when this is one of its subflows or tasks.
-    return {"prefect_flow_run_id": str(flow_run.root_flow_run_id or flow_run.id)}
+    """The Prefect run behind these MLflow runs: the root (the `experiment` run when this is one of
+    its subflows), and this flow run's name and page, so a run found in MLflow leads back to it."""
+    tags = {"prefect_flow_run_id": str(flow_run.root_flow_run_id or flow_run.id)}
+    if flow_run.name:
+        tags["prefect_flow_run_name"] = f"{flow_run.flow_name}/{flow_run.name}"
+    if str(flow_run.ui_url).startswith("http"):  # no UI URL with an ephemeral API
+        tags["prefect_flow_run_url"] = str(flow_run.ui_url)
+    return tags
 
 
 @task(task_run_name="generate {dataset}", **RETRIES)
@@ -95,45 +103,45 @@ def version_task(root: Path, push: bool) -> None:
     from dvc.repo import Repo
 
     # DVC resolves stage paths against the working directory, so it must be the repo's root.
-    # Nothing else runs in this process meanwhile: the tunings have all finished.
+    # Nothing else runs in this process meanwhile: the tunings have all finished. The code
+    # fingerprints (dvc.yaml's `code-` stages) take DVC a second to run; then every stage's hashes.
+    # Only this folder's dvc.yaml: in a pipeline of a subfolder (examples/feynman) DVC finds the
+    # repo's root above, and a bare `commit` would record the root pipeline's stages as well.
     with contextlib.chdir(root), Repo(str(root)) as repo:
-        repo.commit(force=True)
+        stages = repo.stage.collect("dvc.yaml")
+        repo.reproduce([s.addressing for s in stages if s.name.startswith("code-")], single_item=True)
+        repo.commit("dvc.yaml", force=True)
         if push:
             _log(f"dvc push: {repo.push()} files sent to the default remote")
 
 
 @task(task_run_name="promote champions", **RETRIES)
 def promote_task(params: Params, tuned: dict[str, dict[str, dict]]) -> list[str]:
-    return [decision.reason for decision in promote.promote(params, tuned, progress=_log)]
+    # Each line names its dataset's registered model: the artifact lists one per dataset.
+    return [f"`{d.model_name}` ({d.family}): {d.reason}" for d in promote.promote(params, tuned, progress=_log)]
 
 
 def publish_report(params: Params, layout: Layout, tuned: dict[str, dict[str, dict]], decisions: list[str]) -> None:
     """The run's report as a Prefect artifact (its Artifacts tab): the verdicts and the table of
-    reports/summary.md, each parent run's MLflow page, and the champion decisions."""
+    reports/summary.md, MLflow's runs table for each dataset, and the champion decisions."""
     from prefect.artifacts import create_markdown_artifact
+
+    from pipeline.tracking import runs_link, ui_base
 
     summary = (layout.root / "reports" / "summary.md").read_text()
     body = summary.split("\n![", 1)[0]  # the images are files beside summary.md: not here
-    ui = mlflow_ui(params)
+    ui = ui_base(params.tracking.mlflow_tracking_uri())
+    experiment_id = next((r["experiment_id"] for by in tuned.values() for r in by.values()), None)
     links = [
-        f"- `{dataset}/{family}`: [{result['run_id']}]({ui}/#/experiments/{result['experiment_id']}/runs/"
-        f"{result['run_id']})"
+        f"- **{dataset}**: [parent runs, best first]({runs_link(ui, str(experiment_id), dataset)}) ("
+        + ", ".join(f"{family} val_mse {result['val_mse']:.3g}" for family, result in by_family.items())
+        + ")"
         for dataset, by_family in tuned.items()
-        for family, result in by_family.items()
     ]
-    decided = [f"- {reason}" for reason in decisions]
-    markdown = "\n".join([body, "## MLflow parent runs", *links, "", "## Champions", *decided, ""])
+    everything = f"[All parent runs, best first]({runs_link(ui, str(experiment_id))})"
+    decided = [f"- {reason}" for reason in decisions] or ["- none: promotion was not run"]
+    markdown = "\n".join([body, "## MLflow", everything, "", *links, "", "## Champions", *decided, ""])
     create_markdown_artifact(markdown=markdown, key="equations-report", description="The experiment's report")
-
-
-def mlflow_ui(params: Params) -> str:
-    """Where a person opens MLflow: the tracking server itself, or `mlflow ui` of the README for a
-    local store (MLFLOW_UI_URL overrides both)."""
-    import os
-
-    uri = params.tracking.mlflow_tracking_uri()
-    default = uri if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
-    return os.environ.get("MLFLOW_UI_URL", default).rstrip("/")
 
 
 @flow(name="generate-datasets")
@@ -169,7 +177,7 @@ def tune_models(
     # serialise these small-step training loops anyway. One at a time needs no worker process
     # (each costs seconds of imports), so it runs in a single thread of this one.
     pool = ThreadPoolTaskRunner if max_concurrency == 1 else ProcessPoolTaskRunner
-    with pool(max_workers=max_concurrency) as runner:
+    with _api_shared_with_workers(), pool(max_workers=max_concurrency) as runner:
         futures = {
             dataset: runner.submit(
                 tune_task,
@@ -185,6 +193,26 @@ def tune_models(
         }
         wait(list(futures.values()))
     return {dataset: future.result() for dataset, future in futures.items()}
+
+
+@contextlib.contextmanager
+def _api_shared_with_workers() -> Iterator[None]:
+    """Worker processes report to this run's API. Without a configured PREFECT_API_URL this
+    process talks to an ephemeral API of its own, and each worker process would start another
+    (seconds of CPU, and its runs out of this one's sight): the workers get this one's URL."""
+    import os
+
+    from prefect.client.orchestration import get_client
+
+    if os.environ.get("PREFECT_API_URL"):
+        yield
+        return
+    with get_client(sync_client=True) as client:
+        os.environ["PREFECT_API_URL"] = str(client.api_url)
+    try:
+        yield
+    finally:
+        del os.environ["PREFECT_API_URL"]
 
 
 @flow(name="experiment")
@@ -215,10 +243,7 @@ def experiment(
     return {"val_mse": {d: {f: r["val_mse"] for f, r in by.items()} for d, by in tuned.items()}, "promotion": decisions}
 
 
-def main(argv: list[str] | None = None) -> None:
-    """`python -m flows.experiment`: the experiment flow once, here, without a Prefect server."""
-    import argparse
-
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m flows.experiment", description=main.__doc__)
     parser.add_argument("--repo", default=".", help="the repo's root (default: here)")
     parser.add_argument("--params-file", default="params.yaml")
@@ -228,7 +253,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--task-workers", action="store_true", help="tune on Prefect task workers (python -m flows.task_worker)"
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m flows.experiment`: the experiment flow once, here, without a Prefect server."""
+    args = build_parser().parse_args(argv)
     experiment(
         args.repo, args.params_file, args.max_concurrency, not args.no_push, not args.no_promote, args.task_workers
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,8 +27,9 @@ class Scored:
     """A tuning's best model with what was measured of it: the content of its outputs."""
 
     result: TuneResult  # the model, its spec, settings and curves
-    metrics: dict
+    metrics: dict  # the scores (the DVC metrics file)
     recovered: evaluation.Recovered | None  # linear families: the equation read back
+    timings: dict = field(default_factory=dict)  # seconds: MLflow only, they differ on every run
 
 
 def write(outputs: TuneOutputs, scored: Scored, dataset: Dataset, data_spec: DatasetSpec) -> list[Path]:
@@ -36,7 +37,7 @@ def write(outputs: TuneOutputs, scored: Scored, dataset: Dataset, data_spec: Dat
     result = scored.result
     title = f"{data_spec.name}/{result.spec.family}"
     y_val_pred = evaluation.predict(result.model, dataset.X_val)
-    slice_columns = evaluation.slice_table(result.model, data_spec.equation)
+    slice_columns = evaluation.slice_table(result.model, data_spec)
     model_dir = Path(outputs.model_dir)
     staging = model_dir.with_name(f".{model_dir.name}.tmp")
     shutil.rmtree(staging, ignore_errors=True)
@@ -44,9 +45,9 @@ def write(outputs: TuneOutputs, scored: Scored, dataset: Dataset, data_spec: Dat
     model_files.write(staging, result.model, result.member, dataset.n_features)
     plots.plot_loss_curve(staging / "loss_curve.png", result.history.train_loss, result.history.val_loss, title)
     plots.plot_predictions(staging / "predictions.png", {title: (dataset.y_val, y_val_pred)}, title)
-    plots.plot_slice(staging / "slice.png", {title: slice_columns}, title, (data_spec.ood_low, data_spec.ood_high))
+    plots.plot_slice(staging / "slice.png", {title: slice_columns}, title, evaluation.slice_bands(data_spec))
     if scored.recovered is not None:
-        for name, text in evaluation.readable(result.model, scored.recovered, data_spec.equation).items():
+        for name, text in evaluation.readable(scored.recovered, data_spec).items():
             (staging / name).write_text(text)
     shutil.rmtree(model_dir, ignore_errors=True)
     os.replace(staging, model_dir)

@@ -18,7 +18,7 @@ from pathlib import Path
 from types import FrameType
 
 from pipeline.config import load_params
-from pipeline.errors import FaultError, InputError
+from pipeline.errors import FaultError, InputError, redact
 
 # name: (module, one line of help). The module has `add_arguments(parser)` and `main(args, params)`.
 COMMANDS = {
@@ -30,6 +30,7 @@ COMMANDS = {
     "promote": ("pipeline.stages.promote", "register each dataset's best model; move `champion` if it is better"),
     "cleanup": ("pipeline.stages.cleanup", "end runs and trials left RUNNING by dead processes"),
     "predict": ("pipeline.stages.predict", "predict with a logged model, loaded without pickle"),
+    "fingerprint": ("pipeline.stages.fingerprint", "hash the code files a stage runs (dvc.yaml's code- stages)"),
 }
 
 
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         code, message = describe(exc)
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {redact(message)}", file=sys.stderr)
         return code
     return 0
 

@@ -6,15 +6,18 @@ pieces they need. Every error names the key and the offending value, before any 
 
 from __future__ import annotations
 
+import keyword
 import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from pipeline.equations import FUNCTIONS, EquationError, parse
+from pipeline.equations import FUNCTIONS, MAX_EXPONENT, RESERVED, EquationError, parse, shorthand
+from pipeline.equations import NAME as VARIABLE_NAME
 from pipeline.errors import InputError
 from pipeline.families import FAMILIES
 from pipeline.terms import MAX_DEGREE, MAX_TERMS, canonical, library_size
@@ -44,25 +47,121 @@ class OodConfig(Strict):
         return self
 
 
+class VariableConfig(Strict):
+    """A declared input: uniform on [low, high] (the default), log-uniform, or normal (mean, std)."""
+
+    dist: Literal["uniform", "loguniform", "normal"] = "uniform"
+    low: float | None = None
+    high: float | None = None
+    mean: float | None = None
+    std: Annotated[float, Field(gt=0)] | None = None
+    ood: tuple[float, float] | None = None  # out-of-range interval; default: as far again beyond high
+
+    @model_validator(mode="before")
+    @classmethod
+    def _kind(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and "dist" not in raw and ("mean" in raw or "std" in raw):
+            return raw | {"dist": "normal"}
+        return raw
+
+    @model_validator(mode="after")
+    def _complete(self) -> VariableConfig:
+        if self.dist == "normal":
+            if self.mean is None or self.std is None or self.low is not None or self.high is not None:
+                raise ValueError("a normal variable takes mean and std (and no low, high)")
+        else:
+            if self.low is None or self.high is None or self.mean is not None or self.std is not None:
+                raise ValueError(f"a {self.dist} variable takes low and high (and no mean, std)")
+            if not self.low < self.high:
+                raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+            if self.dist == "loguniform" and self.low <= 0:
+                raise ValueError(f"a loguniform variable needs low > 0, got low = {self.low}")
+        if self.ood is not None and not self.ood[0] < self.ood[1]:
+            raise ValueError(f"ood ({self.ood[0]}, {self.ood[1]}): its low must be below its high")
+        return self
+
+
 class DatasetConfig(Strict):
-    n_features: Annotated[int, Field(ge=1, le=1000)]  # declared first: the equation check reads it
+    # Declared before the equation: its check reads them. Either n_features (the shorthand
+    # x0..x{n-1}, each N(0, 1)) or variables (named, each drawn as declared).
+    n_features: Annotated[int, Field(ge=1, le=1000)] | None = None
+    variables: Annotated[dict[str, VariableConfig], Field(min_length=1, max_length=1000)] | None = None
     equation: str
     n_samples: Annotated[int, Field(ge=10, le=10_000_000)] = 1000
     val_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
-    noise: Annotated[float, Field(ge=0)] = 0.0
+    noise: Annotated[float, Field(ge=0)] = 0.0  # std of Gaussian noise added to y
+    noise_relative: Annotated[float, Field(ge=0)] = 0.0  # noise std = this x RMS(y) (SRBench's definition)
     seed: Annotated[int, Field(ge=0)] = 0
     ood: OodConfig = OodConfig()
+
+    @field_validator("variables")
+    @classmethod
+    def _names(cls, variables: dict[str, VariableConfig] | None) -> dict[str, VariableConfig] | None:
+        for name in variables or {}:
+            if not VARIABLE_NAME.fullmatch(name) or keyword.iskeyword(name):
+                raise ValueError(f"variable name {name!r} must be an identifier: letters, digits and '_'")
+            if name in RESERVED:
+                raise ValueError(f"variable name {name!r} is a function or constant of the equations; rename it")
+        return variables
 
     @field_validator("equation")
     @classmethod
     def _parses(cls, text: str, info: ValidationInfo) -> str:
-        if "n_features" not in info.data:
-            return text  # n_features itself is invalid and reported on its own
+        inputs = info.data.get("variables") or info.data.get("n_features")
+        if inputs is None:
+            return text  # reported on its own: no inputs declared, or invalid ones
         try:
-            parse(text, info.data["n_features"])
+            parse(text, tuple(inputs) if isinstance(inputs, dict) else inputs)
         except EquationError as exc:
             raise ValueError(str(exc)) from None
         return text
+
+    @model_validator(mode="after")
+    def _inputs(self) -> DatasetConfig:
+        if (self.n_features is None) == (self.variables is None):
+            raise ValueError("give either n_features (inputs x0..x{n-1}, each N(0, 1)) or variables (named)")
+        if self.noise and self.noise_relative:
+            raise ValueError(f"give noise ({self.noise}) or noise_relative ({self.noise_relative}), not both")
+        if self.variables is not None:
+            _check_declared(self)
+        return self
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The input names, in order (the columns of the data)."""
+        return tuple(self.variables) if self.variables is not None else shorthand(self.n_features)
+
+
+def _check_declared(dataset: DatasetConfig) -> None:
+    """Declared variables: each used by the equation, the shorthand's `ood.low/high` not set, and
+    the equation finite wherever the variables may be drawn."""
+    equation = parse(dataset.equation, tuple(dataset.variables))
+    unused = [name for name in dataset.variables if name not in equation.used]
+    if unused:
+        raise ValueError(f"variables {unused} are declared but not used by the equation {dataset.equation!r}")
+    if {"low", "high"} & dataset.ood.model_fields_set:
+        raise ValueError("ood.low/high apply to the x0..x{n-1} shorthand; give each variable its own ood: [low, high]")
+    X = _probe(dataset.variables)
+    with np.errstate(all="ignore"):
+        y = equation(X)
+    bad = ~np.isfinite(y)
+    if bad.any():
+        at = ", ".join(f"{name}={value:.4g}" for name, value in zip(dataset.variables, X[np.argmax(bad)], strict=True))
+        raise ValueError(
+            f"the equation is not finite on the declared ranges ({int(bad.sum())} of {len(y)} probe points, "
+            f"e.g. at {at}): narrow the ranges so that it is defined everywhere"
+        )
+
+
+def _probe(variables: dict[str, VariableConfig]) -> np.ndarray:
+    """16,384 random points where a dataset of these variables may be drawn (a fixed seed: the
+    check is the same every time). Random, not the corners: a region where the equation is not
+    defined (v > c in sqrt(1 - v**2/c**2)) is hit, a single point (sin(u)/u at u = 0) is not, as a
+    draw would not hit it."""
+    ranges = [(v.low, v.high) if v.dist != "normal" else (v.mean - 4 * v.std, v.mean + 4 * v.std)
+              for v in variables.values()]  # fmt: skip
+    rng = np.random.default_rng(0)
+    return np.column_stack([rng.uniform(low, high, 16384) for low, high in ranges])
 
 
 class LinearConfig(Strict):
@@ -72,11 +171,22 @@ class LinearConfig(Strict):
 class CrossConfig(Strict):
     """The cross family's library of terms, beside the raw inputs (see pipeline/terms.py)."""
 
-    # `auto`: every monomial of degree 2..`degree`, plus `functions` of each input; or an explicit
-    # list of terms such as [x0*x1*x2, sin(x0)], parsed by the equation parser.
+    # `auto`: every monomial of degree 2..`degree`, `functions` of each input, `powers` of each
+    # input, and (with `proposals`) products of powers proposed from the data; or an explicit list
+    # of terms such as [x0*x1*x2, sin(x0)], parsed by the equation parser.
     crosses: Literal["auto"] | Annotated[list[str], Field(min_length=1)] = "auto"
     degree: Annotated[int, Field(ge=1, le=MAX_DEGREE)] = 2
     functions: list[Literal[tuple(FUNCTIONS)]] = []  # noqa: F821 (a Literal of the allow-list)
+    powers: list[Annotated[float, Field(ge=-MAX_EXPONENT, le=MAX_EXPONENT)]] = []  # e.g. [-2, -1, -0.5, 0.5]
+    proposals: bool = True  # terms proposed from the data where inputs are positive (pipeline/proposals.py)
+
+    @field_validator("powers")
+    @classmethod
+    def _halves(cls, powers: list[float]) -> list[float]:
+        for p in powers:
+            if p == 0 or not (2 * p).is_integer():
+                raise ValueError(f"power {p}: powers are non-zero multiples of 0.5 (r**-2, rho**-0.5)")
+        return powers
 
 
 class MLPConfig(Strict):
@@ -167,11 +277,24 @@ class TrainingConfig(Strict):
 
 
 class Params(Strict):
+    # Keys every dataset gets unless it sets them itself (`noise_relative: 0.01` for a whole table).
+    dataset_defaults: dict[str, Any] = {}
     datasets: Annotated[dict[str, DatasetConfig], Field(min_length=1)]
     models: ModelsConfig = ModelsConfig()
     training: TrainingConfig = TrainingConfig()
     tuning: dict[Literal["linear", "cross", "mlp"], TuningConfig]
     tracking: TrackingConfig = TrackingConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults(cls, raw: Any) -> Any:
+        if not isinstance(raw, dict) or not isinstance(raw.get("dataset_defaults") or {}, dict):
+            return raw
+        defaults = raw.get("dataset_defaults") or {}
+        if defaults and isinstance(raw.get("datasets"), dict):
+            merged = {k: defaults | v if isinstance(v, dict) else v for k, v in raw["datasets"].items()}
+            return raw | {"datasets": merged}
+        return raw
 
     def check_dataset(self, name: str) -> None:
         """A dataset name given on the command line, refused unless params.yaml has it."""
@@ -193,18 +316,19 @@ class Params(Strict):
             raise ValueError(f"tuning: no entry for model(s) {missing}")
         cross = self.models.cross
         for name, dataset in self.datasets.items():
-            n = dataset.n_features
+            inputs = dataset.inputs
             if cross.crosses != "auto":
                 for term in cross.crosses:
                     try:
-                        canonical(term, n)
+                        canonical(term, inputs)
                     except EquationError as exc:
                         raise ValueError(f"models.cross.crosses = {cross.crosses}: {exc} (dataset {name!r})") from None
-            elif (size := library_size(n, cross.degree, len(cross.functions))) > MAX_TERMS:
+            elif (size := library_size(len(inputs), cross.degree, len(cross.functions), len(cross.powers))) > MAX_TERMS:
                 raise ValueError(
-                    f"models.cross.degree = {cross.degree}: with {len(cross.functions)} function(s) the library of "
-                    f"dataset {name!r} ({n} inputs) has {size:,} terms, above the limit of {MAX_TERMS:,}; "
-                    "lower the degree or list the terms you want under models.cross.crosses"
+                    f"models.cross.degree = {cross.degree}: with {len(cross.functions)} function(s) and "
+                    f"{len(cross.powers)} power(s) the library of dataset {name!r} ({len(inputs)} inputs) has "
+                    f"{size:,} terms, above the limit of {MAX_TERMS:,}; lower the degree, fewer functions or "
+                    "powers, or list the terms you want under models.cross.crosses"
                 )
         return self
 

@@ -1,8 +1,11 @@
 """Synthetic datasets: deterministic draws from an equation, saved for DVC to version.
 
-A dataset is X ~ N(0, 1) with y = equation(X) + noise, split into train and validation, plus an
-out-of-range (OOD) test set drawn uniformly from [low, high] to show extrapolation. The same seed
-always gives the same bytes on disk, so DVC's content hash identifies a dataset.
+A dataset is y = equation(X) + noise, split into train and validation, plus an out-of-range (OOD)
+test set to show extrapolation. Its inputs are either the shorthand x0..x{n-1}, each N(0, 1), with
+every OOD input uniform on [low, high]; or declared variables, each drawn as declared (uniform on
+[low, high], log-uniform, or normal) with an OOD range of its own beyond its training range. Noise
+is absolute (its std) or relative (std = noise_relative x RMS(y), SRBench's definition). The same
+seed always gives the same bytes on disk, so DVC's content hash identifies a dataset.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import io
 import json
 import os
 import zipfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +27,63 @@ SPLITS = ("train", "val", "ood")
 
 
 @dataclass(frozen=True)
+class Variable:
+    """A declared input: how it is drawn for training, and its range beyond (out of range)."""
+
+    name: str
+    dist: str = "uniform"  # "uniform" | "loguniform" | "normal"
+    low: float = 0.0  # uniform, loguniform
+    high: float = 1.0
+    mean: float = 0.0  # normal
+    std: float = 1.0
+    ood: tuple[float, float] | None = None  # None: `default_ood`
+
+    def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        if self.dist == "normal":
+            return rng.normal(self.mean, self.std, n)
+        if self.dist == "loguniform":
+            return np.exp(rng.uniform(np.log(self.low), np.log(self.high), n))
+        return rng.uniform(self.low, self.high, n)
+
+    @property
+    def training_range(self) -> tuple[float, float]:
+        """Where training inputs lie (a normal variable: mean +- 3 std)."""
+        return (self.mean - 3 * self.std, self.mean + 3 * self.std) if self.dist == "normal" else (self.low, self.high)
+
+    @property
+    def ood_range(self) -> tuple[float, float]:
+        """Beyond the training range, as far again: [high, high + (high - low)] (log-uniform: as
+        far again in log; normal: 3 to 6 std above the mean), unless declared."""
+        if self.ood is not None:
+            return self.ood
+        if self.dist == "normal":
+            return self.mean + 3 * self.std, self.mean + 6 * self.std
+        low, high = self.training_range
+        if self.dist == "loguniform":
+            return high, high * (high / low)
+        return high, 2 * high - low
+
+    def at(self, t: np.ndarray) -> np.ndarray:
+        """The variable along the slice coordinate t: t = 0 and 1 are its training range's ends
+        (geometric for log-uniform), t > 1 lies beyond."""
+        low, high = self.training_range
+        if self.dist == "loguniform":
+            return low * (high / low) ** t
+        return low + t * (high - low)
+
+    @property
+    def moments(self) -> tuple[float, float]:
+        """Mean and standard deviation of the declared distribution."""
+        if self.dist == "normal":
+            return self.mean, self.std
+        if self.dist == "loguniform":
+            a, b = np.log(self.low), np.log(self.high)
+            m1, m2 = (self.high - self.low) / (b - a), (self.high**2 - self.low**2) / (2 * (b - a))
+            return float(m1), float(np.sqrt(max(m2 - m1**2, 0.0)))
+        return (self.low + self.high) / 2, (self.high - self.low) / np.sqrt(12)
+
+
+@dataclass(frozen=True)
 class DatasetSpec:
     name: str
     equation: Equation
@@ -31,9 +91,16 @@ class DatasetSpec:
     val_fraction: float
     noise: float
     seed: int
-    ood_low: float
+    ood_low: float  # the shorthand's out-of-range inputs, every one uniform on [low, high]
     ood_high: float
     ood_samples: int
+    noise_relative: float = 0.0  # noise std = noise_relative x RMS(y), SRBench's definition
+    variables: tuple[Variable, ...] = ()  # declared inputs; () is the shorthand x0..x{n-1} ~ N(0, 1)
+
+    @property
+    def positive(self) -> frozenset[str]:
+        """The declared variables that are always positive (their symbols expand as such)."""
+        return frozenset(v.name for v in self.variables if v.dist != "normal" and v.low > 0)
 
 
 @dataclass(frozen=True)
@@ -65,18 +132,50 @@ class DataError(InputError):
 
 def generate(spec: DatasetSpec) -> Dataset:
     rng = np.random.default_rng(spec.seed)
-    n_features = spec.equation.n_features
-    X = rng.standard_normal((spec.n_samples, n_features))
-    y = spec.equation(X) + spec.noise * rng.standard_normal(spec.n_samples)
-    X_ood = rng.uniform(spec.ood_low, spec.ood_high, (spec.ood_samples, n_features))
-    y_ood = spec.equation(X_ood)  # noise-free: it measures the function the model learnt
+    X = _draw(spec, rng)
+    y = spec.equation(X)
     _check_finite(spec, y, "training/validation")
-    _check_finite(spec, y_ood, "out-of-range")
+    noise = spec.noise if spec.noise_relative == 0 else spec.noise_relative * float(np.sqrt(np.mean(y**2)))
+    y = y + noise * rng.standard_normal(spec.n_samples)
+    X_ood = _draw_ood(spec, rng)
+    y_ood = spec.equation(X_ood)  # noise-free: it measures the function the model learnt
+    X_ood, y_ood = _defined(spec, X_ood, y_ood)
     n_val = max(1, round(spec.n_samples * spec.val_fraction))
     n_train = spec.n_samples - n_val
     if n_train < 1:
         raise DataError(f"dataset {spec.name!r}: val_fraction {spec.val_fraction} leaves no training rows")
     return Dataset(X[:n_train], y[:n_train], X[n_train:], y[n_train:], X_ood, y_ood)
+
+
+def _draw(spec: DatasetSpec, rng: np.random.Generator) -> np.ndarray:
+    if not spec.variables:  # the shorthand, drawn as version 1 drew it: its datasets keep their bytes
+        return rng.standard_normal((spec.n_samples, spec.equation.n_features))
+    return np.column_stack([variable.draw(rng, spec.n_samples) for variable in spec.variables])
+
+
+def _draw_ood(spec: DatasetSpec, rng: np.random.Generator) -> np.ndarray:
+    if not spec.variables:
+        return rng.uniform(spec.ood_low, spec.ood_high, (spec.ood_samples, spec.equation.n_features))
+    columns = []
+    for variable in spec.variables:
+        low, high = variable.ood_range
+        if variable.dist == "loguniform":
+            columns.append(np.exp(rng.uniform(np.log(low), np.log(high), spec.ood_samples)))
+        else:
+            columns.append(rng.uniform(low, high, spec.ood_samples))
+    return np.column_stack(columns)
+
+
+def _defined(spec: DatasetSpec, X_ood: np.ndarray, y_ood: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The out-of-range rows where the equation is defined (arcsin of more than 1 is not): a
+    domain ends somewhere, and beyond it there is nothing to predict."""
+    finite = np.isfinite(y_ood)
+    if not finite.any():
+        raise DataError(
+            f"dataset {spec.name!r}: equation {spec.equation.text!r} is defined nowhere on the out-of-range "
+            "inputs; choose other out-of-range intervals (each variable's `ood`)"
+        )
+    return X_ood[finite], y_ood[finite]
 
 
 def _check_finite(spec: DatasetSpec, y: np.ndarray, which: str) -> None:
@@ -97,7 +196,7 @@ def save(dataset: Dataset, spec: DatasetSpec, data_path: Path, meta_path: Path) 
 
 
 def metadata(dataset: Dataset, spec: DatasetSpec) -> dict:
-    return {
+    info = {
         "name": spec.name,
         "equation": spec.equation.text,
         "n_features": dataset.n_features,
@@ -107,6 +206,13 @@ def metadata(dataset: Dataset, spec: DatasetSpec) -> dict:
         "shapes": {split: list(getattr(dataset, f"X_{split}").shape) for split in SPLITS},
         "ood_range": [spec.ood_low, spec.ood_high],
     }
+    if spec.noise_relative:
+        info["noise_relative"] = spec.noise_relative
+    if spec.variables:  # the shorthand's metadata (and DVC hash) stay as they were
+        del info["ood_range"]
+        info["variables"] = {v.name: asdict(v) | {"ood": list(v.ood_range)} for v in spec.variables}
+        info["ood_rows_defined"] = len(dataset.y_ood)
+    return info
 
 
 def load(data_path: Path, expected_md5: str | None = None) -> Dataset:

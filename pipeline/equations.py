@@ -1,9 +1,11 @@
-"""Equations as safe expression trees over x0..x{n-1}.
+"""Equations as safe expression trees over named variables.
 
-An equation string is parsed with Python's `ast` and checked against an allow-list (numbers,
-variables, + - * / **, unary signs, a few named functions). Nothing is ever passed to eval/exec:
-evaluation walks the checked tree with numpy, and `to_sympy` builds the symbolic form from the
-same tree. Hostile input is refused before or during the walk, in time bounded by MAX_LENGTH.
+An equation string is parsed with Python's `ast` and checked against an allow-list: numbers, the
+declared variables (`x0..x{n-1}` for the shorthand, or names such as `G`, `m1`, `r`), the constants
+`pi` and `e`, `+ - * / **`, unary signs and a few named functions (`ln` is `log`). Nothing is ever
+passed to eval/exec: evaluation walks the checked tree with numpy (or torch), and `to_sympy` builds
+the symbolic form from the same tree. Hostile input is refused before or during the walk, in time
+bounded by MAX_LENGTH.
 """
 
 from __future__ import annotations
@@ -39,7 +41,14 @@ FUNCTIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "log": np.log,
     "sqrt": np.sqrt,
     "abs": np.abs,
+    "arcsin": np.arcsin,
+    "arccos": np.arccos,
+    "arctan": np.arctan,
 }
+ALIASES = {"ln": "log"}  # written either way, read back as the first
+CONSTANTS = {"pi": math.pi, "e": math.e}
+SYMPY_NAMES = {"abs": "Abs", "arcsin": "asin", "arccos": "acos", "arctan": "atan"}  # the rest keep their name
+RESERVED = set(FUNCTIONS) | set(ALIASES) | set(CONSTANTS)
 BINARY_OPS = {
     ast.Add: np.add,
     ast.Sub: np.subtract,
@@ -48,6 +57,12 @@ BINARY_OPS = {
     ast.Pow: np.power,
 }
 VARIABLE = re.compile(r"x(0|[1-9][0-9]*)")
+NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+
+
+def shorthand(n_features: int) -> tuple[str, ...]:
+    """The variables of the shorthand: x0..x{n-1}."""
+    return tuple(f"x{i}" for i in range(n_features))
 
 
 class EquationError(InputError):
@@ -56,30 +71,40 @@ class EquationError(InputError):
 
 @dataclass(frozen=True, eq=False)
 class Equation:
-    """A checked equation: call it on an (n_samples, n_features) array to get y."""
+    """A checked equation: call it on an (n_samples, n_features) array, its columns the
+    variables in order, to get y."""
 
     text: str
-    n_features: int
+    variables: tuple[str, ...]  # the columns of X, in order
     tree: ast.expr
+
+    @property
+    def n_features(self) -> int:
+        return len(self.variables)
 
     def __call__(self, X: np.ndarray) -> np.ndarray:
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise ValueError(f"expected X of shape (n, {self.n_features}), got {X.shape}")
+        index = {name: i for i, name in enumerate(self.variables)}
         with np.errstate(all="ignore"):
-            y = evaluate(self.tree, lambda i: X[:, i])
+            y = evaluate(self.tree, lambda name: X[:, index[name]])
         return np.broadcast_to(np.asarray(y, dtype=np.float64), (X.shape[0],)).copy()
 
     @property
-    def variables(self) -> frozenset[int]:
-        return frozenset(_variable_index(n) for n in ast.walk(self.tree) if isinstance(n, ast.Name))
+    def used(self) -> frozenset[str]:
+        """The variables the equation uses."""
+        return frozenset(n.id for n in ast.walk(self.tree) if isinstance(n, ast.Name) and n.id in self.variables)
 
-    def to_sympy(self) -> sympy.Expr:
-        """The sympy expression of the tree (built node by node, never from raw text)."""
-        return _to_sympy(self.tree)
+    def to_sympy(self, positive: frozenset[str] = frozenset()) -> sympy.Expr:
+        """The sympy expression of the tree (built node by node, never from raw text); the
+        variables in `positive` are positive symbols, so that powers and logarithms of them expand."""
+        return _to_sympy(self.tree, positive)
 
 
-def parse(text: str, n_features: int) -> Equation:
-    """Parse and check `text`; raise EquationError naming the offending part."""
+def parse(text: str, variables: int | tuple[str, ...]) -> Equation:
+    """Parse and check `text` over `variables` (a count: the shorthand x0..x{n-1}; or names);
+    raise EquationError naming the offending part."""
+    variables = shorthand(variables) if isinstance(variables, int) else tuple(variables)
     if not isinstance(text, str):
         raise EquationError(f"equation must be a string, got {type(text).__name__}")
     if len(text) > MAX_LENGTH:
@@ -91,14 +116,22 @@ def parse(text: str, n_features: int) -> Equation:
     except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
         reason = getattr(exc, "msg", None) or str(exc) or type(exc).__name__
         raise EquationError(f"equation {_short(text)} is not a valid expression: {reason}") from None
-    _check(tree, text.strip(), n_features, depth=0)
+    _check(tree, text.strip(), variables, depth=0)
+    tree = _resolve_aliases(tree)
     terms = expansion_terms(tree)
     if terms > MAX_TERMS:
         raise EquationError(
             f"equation {_short(text.strip())} would expand to up to {terms:,} terms (the limit is {MAX_TERMS:,}); "
             "write a smaller polynomial"
         )
-    return Equation(text=text.strip(), n_features=n_features, tree=tree)
+    return Equation(text=text.strip(), variables=variables, tree=tree)
+
+
+def _resolve_aliases(tree: ast.expr) -> ast.expr:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and node.func.id in ALIASES:
+            node.func.id = ALIASES[node.func.id]
+    return tree
 
 
 def expansion_terms(node: ast.AST) -> int:
@@ -144,25 +177,25 @@ def _refuse(node: ast.AST, text: str, why: str) -> EquationError:
     return EquationError(f"{why}: {_short(part)} at column {column} of {_short(text)}")
 
 
-def _check(node: ast.AST, text: str, n_features: int, depth: int) -> None:
+def _check(node: ast.AST, text: str, variables: tuple[str, ...], depth: int) -> None:
     if depth > MAX_DEPTH:
         raise _refuse(node, text, f"equation is nested more than {MAX_DEPTH} levels deep")
     if isinstance(node, ast.Constant):
         _check_number(node, text)
     elif isinstance(node, ast.Name):
-        _check_variable(node, text, n_features)
+        _check_variable(node, text, variables)
     elif isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-        _check(node.operand, text, n_features, depth + 1)
+        _check(node.operand, text, variables, depth + 1)
     elif isinstance(node, ast.BinOp) and type(node.op) in BINARY_OPS:
         if isinstance(node.op, ast.Pow):
             _check_exponent(node.right, text)
-        _check(node.left, text, n_features, depth + 1)
-        _check(node.right, text, n_features, depth + 1)
+        _check(node.left, text, variables, depth + 1)
+        _check(node.right, text, variables, depth + 1)
     elif isinstance(node, ast.BinOp):
         raise _refuse(node, text, f"operator {type(node.op).__name__} is not allowed (use + - * / **)")
     elif isinstance(node, ast.Call):
         _check_call(node, text)
-        _check(node.args[0], text, n_features, depth + 1)
+        _check(node.args[0], text, variables, depth + 1)
     else:
         raise _refuse(node, text, f"{type(node).__name__} is not allowed in an equation")
 
@@ -175,12 +208,20 @@ def _check_number(node: ast.Constant, text: str) -> None:
         raise _refuse(node, text, "constant is not a finite float")
 
 
-def _check_variable(node: ast.Name, text: str, n_features: int) -> None:
-    if not VARIABLE.fullmatch(node.id):
-        allowed = ", ".join(sorted(FUNCTIONS))
-        raise _refuse(node, text, f"unknown name (use x0..x{n_features - 1}, or call one of {allowed})")
-    if _variable_index(node) >= n_features:
-        raise _refuse(node, text, f"variable out of range: n_features is {n_features}, so x0..x{n_features - 1}")
+def _check_variable(node: ast.Name, text: str, variables: tuple[str, ...]) -> None:
+    if node.id in variables or node.id in CONSTANTS:
+        return
+    n = len(variables)
+    if variables == shorthand(n):
+        if VARIABLE.fullmatch(node.id):
+            raise _refuse(node, text, f"variable out of range: n_features is {n}, so x0..x{n - 1}")
+        declared = f"x0..x{n - 1}"
+    else:
+        declared = ", ".join(variables)
+    functions = ", ".join(sorted(FUNCTIONS))
+    raise _refuse(
+        node, text, f"unknown name (the variables are {declared}, the constants pi and e; call one of {functions})"
+    )
 
 
 def _check_exponent(node: ast.AST, text: str) -> None:
@@ -192,27 +233,23 @@ def _check_exponent(node: ast.AST, text: str) -> None:
 
 
 def _check_call(node: ast.Call, text: str) -> None:
-    if not (isinstance(node.func, ast.Name) and node.func.id in FUNCTIONS):
+    if not (isinstance(node.func, ast.Name) and (node.func.id in FUNCTIONS or node.func.id in ALIASES)):
         raise _refuse(node, text, f"only these functions can be called: {', '.join(sorted(FUNCTIONS))}")
     if len(node.args) != 1 or node.keywords or isinstance(node.args[0], ast.Starred):
         raise _refuse(node, text, "a function takes exactly one positional argument")
 
 
-def _variable_index(node: ast.Name) -> int:
-    return int(node.id[1:])
-
-
 def evaluate(
     node: ast.AST, column: Callable[[int], Any], functions: dict | None = None, ops: dict | None = None
 ) -> Any:
-    """The checked tree's value, with `column(i)` for input x_i: numpy by default; pass torch's
+    """The checked tree's value, with `column(name)` for a variable: numpy by default; pass torch's
     functions and Python's operators (`TORCH_OPS`) to build the same expression on tensors."""
     functions = FUNCTIONS if functions is None else functions
     ops = BINARY_OPS if ops is None else ops
     if isinstance(node, ast.Constant):
         return float(node.value)
     if isinstance(node, ast.Name):
-        return column(_variable_index(node))
+        return CONSTANTS[node.id] if node.id in CONSTANTS else column(node.id)
     if isinstance(node, ast.UnaryOp):
         value = evaluate(node.operand, column, functions, ops)
         return -value if isinstance(node.op, ast.USub) else value
@@ -232,23 +269,27 @@ TORCH_OPS = {
 }
 
 
-def _to_sympy(node: ast.AST) -> sympy.Expr:
+def _to_sympy(node: ast.AST, positive: frozenset[str]) -> sympy.Expr:
     import sympy  # only the symbolic reports need it
 
     if isinstance(node, ast.Constant):
         return sympy.Integer(node.value) if isinstance(node.value, int) else sympy.Float(node.value)
     if isinstance(node, ast.Name):
-        return sympy.Symbol(node.id)
+        if node.id in CONSTANTS:
+            return {"pi": sympy.pi, "e": sympy.E}[node.id]
+        return sympy.Symbol(node.id, positive=True) if node.id in positive else sympy.Symbol(node.id)
     if isinstance(node, ast.UnaryOp):
-        value = _to_sympy(node.operand)
+        value = _to_sympy(node.operand, positive)
         return -value if isinstance(node.op, ast.USub) else value
     if isinstance(node, ast.BinOp):
-        left, right = _to_sympy(node.left), _to_sympy(node.right)
+        left = _to_sympy(node.left, positive)
+        if isinstance(node.op, ast.Pow):  # a literal exponent, exact: x**0.5 is sqrt(x)
+            return left ** sympy.Rational(repr(_literal(node.right)))
+        right = _to_sympy(node.right, positive)
         return {
             ast.Add: lambda: left + right,
             ast.Sub: lambda: left - right,
             ast.Mult: lambda: left * right,
             ast.Div: lambda: left / right,
-            ast.Pow: lambda: left**right,
         }[type(node.op)]()
-    return getattr(sympy, "Abs" if node.func.id == "abs" else node.func.id)(_to_sympy(node.args[0]))
+    return getattr(sympy, SYMPY_NAMES.get(node.func.id, node.func.id))(_to_sympy(node.args[0], positive))

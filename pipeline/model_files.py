@@ -42,6 +42,9 @@ def write(folder: Path, model: nn.Module, member: Member, n_features: int) -> No
 
     torch.save(model.state_dict(), Path(folder) / WEIGHTS)
     spec = asdict(member.spec) | {"n_features": n_features, "settings": asdict(member.settings)}
+    for key in ("variables", "log_inputs"):  # empty for the shorthand: spec.json as version 2 wrote it
+        if not spec[key]:
+            del spec[key]
     (Path(folder) / SPEC).write_text(json.dumps(spec, indent=2))
 
 
@@ -101,9 +104,17 @@ def _check_digests(folder: Path, expected: dict[str, str], where: str) -> None:
 
 def _model_spec(spec: dict) -> ModelSpec:
     """The architecture in a parsed `spec.json`; term names go through the safe equation parser."""
+    from pipeline.equations import NAME, RESERVED, shorthand
     from pipeline.models import ModelSpec
     from pipeline.terms import canonical
 
     n_features = int(spec["n_features"])
-    names = tuple(canonical(str(term), n_features) for term in spec.get("terms", ()))
-    return ModelSpec(spec["family"], names, int(spec.get("depth", 2)), int(spec.get("width", 32)))
+    variables = tuple(str(v) for v in spec.get("variables", ()))
+    if variables and (len(variables) != n_features or any(not NAME.fullmatch(v) or v in RESERVED for v in variables)):
+        raise ValueError(f"variables {list(variables)[:5]} do not name {n_features} inputs")
+    inputs = variables or shorthand(n_features)
+    names = tuple(canonical(str(term), inputs) for term in spec.get("terms", ()))
+    logs = tuple(str(v) for v in spec.get("log_inputs", ()))
+    if not set(logs) <= set(inputs):
+        raise ValueError(f"log_inputs {list(logs)[:5]} are not among the inputs")
+    return ModelSpec(spec["family"], names, int(spec.get("depth", 2)), int(spec.get("width", 32)), variables, logs)

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from pipeline import terms as library
-from pipeline.equations import TORCH_OPS
+from pipeline.equations import TORCH_OPS, shorthand
 
 # The equation allow-list's functions, on tensors (terms such as sin(x0) are built from them).
 TORCH_FUNCTIONS = {
@@ -33,6 +33,9 @@ TORCH_FUNCTIONS = {
     "log": torch.log,
     "sqrt": torch.sqrt,
     "abs": torch.abs,
+    "arcsin": torch.asin,
+    "arccos": torch.acos,
+    "arctan": torch.atan,
 }
 
 
@@ -42,18 +45,67 @@ class ModelSpec:
     terms: tuple[str, ...] = ()  # cross only: canonical term names beyond the raw inputs
     depth: int = 2  # mlp only
     width: int = 32  # mlp only
+    variables: tuple[str, ...] = ()  # the inputs' names; () is the shorthand x0..x{n-1}
+    # MLP only: inputs that enter through their logarithm (declared positive quantities: physical
+    # laws multiply powers of them, which logarithms make sums of).
+    log_inputs: tuple[str, ...] = ()
 
     @property
     def hidden(self) -> tuple[int, ...]:
         """Widths of the hidden ReLU layers: none for the linear families."""
         return (self.width,) * self.depth if self.family == "mlp" else ()
 
+    def inputs(self, n_features: int) -> tuple[str, ...]:
+        return self.variables or shorthand(n_features)
 
-def features(x: torch.Tensor, terms: tuple[str, ...] = ()) -> torch.Tensor:
+
+@dataclass(frozen=True)
+class Affine:
+    """The standardisation a stack trains under: features (K-independent) and target. The exported
+    model folds it into its first and last layers, so it takes and gives the data's own units."""
+
+    x_shift: torch.Tensor  # (in,)
+    x_scale: torch.Tensor  # (in,)
+    y_shift: float
+    y_scale: float
+
+    @classmethod
+    def fit(cls, x: torch.Tensor, y: torch.Tensor) -> Affine:
+        """Centre and scale each feature column and the target on the training rows; then scale the
+        features together so that their covariance's largest eigenvalue is 1. Hundreds of
+        correlated library terms (r, r**2, r**0.5 on [1, 5]) add up to a curvature that no fixed
+        learning rate survives; so scaled, a learning rate means the same on any library."""
+        x_scale, y_scale = x.std(0), float(y.std())
+        x_scale = torch.where(x_scale > 0, x_scale, 1.0)
+        standard = ((x - x.mean(0)) / x_scale).double()
+        largest = float(torch.linalg.eigvalsh(standard.T @ standard / max(len(x) - 1, 1))[-1])
+        return cls(x.mean(0), x_scale * max(largest, 1.0) ** 0.5, float(y.mean()), y_scale if y_scale > 0 else 1.0)
+
+    def fold(self, linears: list[tuple[torch.Tensor, torch.Tensor]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Layers (weight (out, in), bias (out,)) trained on standardised data, made to take raw
+        features and give raw y: W (x - m)/s + b is (W/s) x + (b - W m/s)."""
+        (weight, bias), *rest = linears
+        scale, shift = self.x_scale.to(weight), self.x_shift.to(weight)
+        first = (weight / scale, bias - (weight / scale) @ shift)
+        layers = [first, *rest]
+        weight, bias = layers[-1]
+        layers[-1] = (weight * self.y_scale, bias * self.y_scale + self.y_shift)
+        return layers
+
+
+def logged(x: torch.Tensor, variables: tuple[str, ...], log_inputs: tuple[str, ...]) -> torch.Tensor:
+    """x with the columns named in `log_inputs` replaced by their logarithms."""
+    if not log_inputs:
+        return x
+    mask = torch.tensor([name in log_inputs for name in variables], device=x.device)
+    return torch.where(mask, torch.log(torch.where(mask, x, 1.0)), x)
+
+
+def features(x: torch.Tensor, terms: tuple[str, ...] = (), variables: tuple[str, ...] = ()) -> torch.Tensor:
     """The raw inputs followed by the named terms, evaluated on x (..., n_features)."""
     if not terms:
         return x
-    columns = library.columns(x, terms, TORCH_FUNCTIONS, TORCH_OPS)
+    columns = library.columns(x, terms, variables or shorthand(x.shape[-1]), TORCH_FUNCTIONS, TORCH_OPS)
     return torch.cat([x, *(torch.as_tensor(c, dtype=x.dtype).expand(x.shape[:-1]).unsqueeze(-1) for c in columns)], -1)
 
 
@@ -98,6 +150,9 @@ class Stack:
         self.specs = list(specs)
         self.n_features = n_features
         self.terms = specs[0].terms
+        self.variables = specs[0].inputs(n_features)
+        self.log_inputs = specs[0].log_inputs
+        self.affine: Affine | None = None  # the standardisation the members train under, if any
         depth = max(len(spec.hidden) for spec in specs)
         width = max((max(spec.hidden) for spec in specs if spec.hidden), default=0)
         self.shapes = layer_shapes(ModelSpec(specs[0].family, self.terms, depth, width), n_features)
@@ -146,7 +201,7 @@ class Stack:
         return self.flat.shape[0]
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        return features(x, self.terms)
+        return features(logged(x, self.variables, self.log_inputs), self.terms, self.variables)
 
     @staticmethod
     def forward(
@@ -202,6 +257,8 @@ class Stack:
             (weights[index][0, :n_in, :n_out].T.clone(), biases[index][0, 0, :n_out].clone())
             for index, (n_in, n_out) in zip(picked, own, strict=True)
         ]
+        if self.affine is not None:
+            linears = self.affine.fold(linears)
         model = build_model(spec, self.n_features)
         with torch.no_grad():
             for layer, (weight, bias) in zip(model.linear_layers(), linears, strict=True):
@@ -213,20 +270,21 @@ class Stack:
 class LinearModel(nn.Module):
     """y = w . features(x) + b, where features are the raw inputs plus optional named terms."""
 
-    def __init__(self, n_features: int, terms: tuple[str, ...] = ()) -> None:
+    def __init__(self, n_features: int, terms: tuple[str, ...] = (), variables: tuple[str, ...] = ()) -> None:
         super().__init__()
         self.n_features = n_features
         self.terms = tuple(terms)
+        self.variables = tuple(variables) or shorthand(n_features)
         self.linear = nn.Linear(n_features + len(self.terms), 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(features(x, self.terms)).squeeze(-1)
+        return self.linear(features(x, self.terms, self.variables)).squeeze(-1)
 
     def linear_layers(self) -> list[nn.Linear]:
         return [self.linear]
 
     def feature_names(self) -> list[str]:
-        return [f"x{i}" for i in range(self.n_features)] + list(self.terms)
+        return list(self.variables) + list(self.terms)
 
     def coefficients(self) -> dict[str, float]:
         """Learned weight per feature name, plus the bias under the key '1'."""
@@ -244,9 +302,12 @@ class LinearModel(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, n_features: int, depth: int, width: int) -> None:
+    def __init__(self, n_features: int, depth: int, width: int, variables: tuple[str, ...] = (),
+                 log_inputs: tuple[str, ...] = ()) -> None:  # fmt: skip
         super().__init__()
         self.n_features = n_features
+        self.variables = tuple(variables) or shorthand(n_features)
+        self.log_inputs = tuple(log_inputs)
         layers: list[nn.Module] = []
         size = n_features
         for _ in range(depth):
@@ -256,7 +317,7 @@ class MLP(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).squeeze(-1)
+        return self.net(logged(x, self.variables, self.log_inputs)).squeeze(-1)
 
     def linear_layers(self) -> list[nn.Linear]:
         return [layer for layer in self.net if isinstance(layer, nn.Linear)]
@@ -264,9 +325,9 @@ class MLP(nn.Module):
 
 def build_model(spec: ModelSpec, n_features: int) -> nn.Module:
     if spec.family == "linear":
-        return LinearModel(n_features)
+        return LinearModel(n_features, (), spec.variables)
     if spec.family == "cross":
-        return LinearModel(n_features, spec.terms)
+        return LinearModel(n_features, spec.terms, spec.variables)
     if spec.family == "mlp":
-        return MLP(n_features, spec.depth, spec.width)
+        return MLP(n_features, spec.depth, spec.width, spec.variables, spec.log_inputs)
     raise ValueError(f"unknown model family {spec.family!r}; expected linear, cross or mlp")

@@ -59,16 +59,21 @@ def predictions_axes(ax: Axes, series: dict[str, tuple]) -> None:
     ax.legend(fontsize=8)
 
 
-def slice_axes(ax: Axes, series: dict[str, dict], ood: tuple[float, float] | None) -> None:
-    """The fitted function along x_i = t for every i, far beyond the training inputs."""
+# Where a slice is inside the training inputs, where it is out of range, and what its t means.
+SliceBands = tuple[tuple[float, float], tuple[float, float], str]
+SHORTHAND_BANDS: SliceBands = ((-2.0, 2.0), (3.0, 5.0), "t (every input x_i = t)")
+
+
+def slice_axes(ax: Axes, series: dict[str, dict], bands: SliceBands = SHORTHAND_BANDS) -> None:
+    """The fitted function along a line through the inputs, far beyond the training inputs."""
+    inside, beyond, xlabel = bands
     first = next(iter(series.values()))
-    ax.axvspan(-2, 2, color="green", alpha=0.08, label="95% of training inputs")
-    if ood is not None:
-        ax.axvspan(*ood, color="red", alpha=0.08, label="out-of-range test inputs")
+    ax.axvspan(*inside, color="green", alpha=0.08, label="training inputs")
+    ax.axvspan(*beyond, color="red", alpha=0.08, label="out-of-range test inputs")
     ax.plot(first["t"], first["y_true"], color="black", lw=2.5, label="true equation")
     for label, columns in series.items():
         ax.plot(columns["t"], columns["y_pred"], lw=1.2, ls="--", label=label)
-    ax.set(xlabel="t (every input x_i = t)", ylabel="y", title="Inside and outside the training range")
+    ax.set(xlabel=xlabel, ylabel="y", title="Inside and outside the training range")
     ax.legend(fontsize=8)
 
 
@@ -79,9 +84,9 @@ def plot_predictions(path: Path, series: dict[str, tuple], title: str) -> None:
     save(fig, path)
 
 
-def plot_slice(path: Path, series: dict[str, dict], title: str, ood: tuple[float, float] | None = None) -> None:
+def plot_slice(path: Path, series: dict[str, dict], title: str, bands: SliceBands = SHORTHAND_BANDS) -> None:
     fig, ax = plt.subplots(figsize=(6, 4.5), dpi=100)
-    slice_axes(ax, series, ood)
+    slice_axes(ax, series, bands)
     fig.suptitle(title)
     save(fig, path)
 

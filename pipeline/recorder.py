@@ -11,32 +11,60 @@ still finishes what it was given, including marking the runs FAILED.
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.util
 import os
 import signal
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 
 class Recorder:
-    """`with Recorder() as recorder: future = recorder.submit(fn, *args)`; leaving waits for every job."""
+    """`with Recorder() as recorder: future = recorder.submit(fn, *args)`; leaving waits for every
+    job submitted through it.
+
+    The worker process is this process's, started on first use and kept for the next `Recorder`
+    (a flow's worker process tunes dataset after dataset: the worker's imports and store set-up,
+    seconds of CPU, are paid once); it is shut down when this process exits."""
 
     def __init__(self) -> None:
-        self._pool: ProcessPoolExecutor | None = None
+        self._jobs: list[Future] = []
 
     def __enter__(self) -> Recorder:
-        # spawn, not fork: the parent holds torch threads and open SQLite connections.
-        context = multiprocessing.get_context("spawn")
-        self._pool = ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_prepare_worker)
         return self
 
     def submit(self, fn: Callable, *args: Any, **kwargs: Any) -> Future:
-        return self._pool.submit(fn, *args, **kwargs)
+        try:
+            future = _pool().submit(fn, *args, **kwargs)
+        except BrokenProcessPool:  # the last worker died (killed): a new one for this tuning
+            _POOL.clear()
+            future = _pool().submit(fn, *args, **kwargs)
+        self._jobs.append(future)
+        return future
 
     def __exit__(self, *exc: object) -> None:
-        self._pool.shutdown(wait=True)
+        wait(self._jobs)
+
+
+_POOL: list[ProcessPoolExecutor] = []  # this process's recorder worker, once started
+
+
+def _pool() -> ProcessPoolExecutor:
+    if not _POOL:
+        # spawn, not fork: the parent holds torch threads and open SQLite connections.
+        context = multiprocessing.get_context("spawn")
+        pool = ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_prepare_worker)
+        # Shut down at exit, before anything joins child processes: a process that is itself a
+        # multiprocessing worker (Prefect's process pool) joins its children first thing on exit,
+        # and would wait forever for an idle recorder. multiprocessing runs its finalizers then,
+        # highest priority first: this one before those of the pool's own queues (priority 10),
+        # which stop the thread that would carry the shutdown message.
+        multiprocessing.util.Finalize(pool, pool.shutdown, kwargs={"wait": True}, exitpriority=100)
+        _POOL.append(pool)
+    return _POOL[0]
 
 
 def _prepare_worker() -> None:

@@ -15,7 +15,7 @@ import numpy as np
 
 from pipeline import artifacts, evaluation, model_files, optuna_private
 from pipeline.data import DatasetRef
-from pipeline.tracking import LoggedModel
+from pipeline.tracking import LoggedModel, curve_points
 
 if TYPE_CHECKING:
     from pipeline.data import Dataset, DatasetSpec
@@ -54,6 +54,8 @@ def open_run(target: Target, name: str, tags: dict[str, str], parent_id: str | N
     return run_id
 
 
+TRIAL_CURVE_POINTS = 100  # per curve of a trial's nested run
+
 # Trial runs this recorder process opened, by (parent run, trial number): `record_trial` jobs name
 # their run so, and the one worker process runs jobs in order, so the run is always there.
 _OPENED: dict[tuple[str, int], str] = {}
@@ -86,8 +88,10 @@ def record_trial(target: Target, run: str | tuple[str, int], outcome: TrialOutco
     tracker = target.tracker()
     try:
         metrics = {"val_mse": value} if outcome.state == "COMPLETE" else None
-        tracker.log(run_id, params=outcome.params, metrics=metrics, tags={"optuna_state": outcome.state})
-        tracker.log_history(run_id, outcome.history.train_loss, outcome.history.val_loss)
+        # A trial's curves to compare trials by: about TRIAL_CURVE_POINTS epochs each (the best
+        # model's parent run has every epoch); a point costs the store a row and ~0.07 ms.
+        curves = curve_points(outcome.history.train_loss, outcome.history.val_loss, TRIAL_CURVE_POINTS)
+        tracker.log(run_id, outcome.params, metrics, {"optuna_state": outcome.state}, curves)
     except BaseException:
         tracker.end(run_id, "FAILED")
         raise
@@ -112,50 +116,58 @@ def record_best(run: FamilyRun, best: Best, where: TuneOutputs) -> dict:
         scored = score(best.result, best.dataset, best.data_spec)
         files = artifacts.write(where, scored, best.dataset, best.data_spec)
         # The files' SHA-256 go to the tracking store: `pipeline.load_model` refuses files that differ.
-        tags = _equation_tags(best.result.model) | model_files.digests(where.model_dir)
+        tags = _equation_tags(scored.recovered) | model_files.digests(where.model_dir)
         tags["mlflow.note.content"] = _description(best, scored.metrics, tags.get("recovered_equation"))
         tracker.log(run.parent_id, params=_run_params(best.result) | best.facts, tags=tags)
         tracker.log_history(run.parent_id, best.result.history.train_loss, best.result.history.val_loss)
         tracker.log_artifacts(run.parent_id, files)
         X_example = np.asarray(best.dataset.X_val[:5], dtype=np.float32)
-        logged = LoggedModel(best.result.model, X_example, f"{best.data_spec.name}-{best.result.spec.family}")
+        name = f"{best.data_spec.name}-{best.result.spec.family}"
+        logged = LoggedModel(best.result.model, X_example, name, best.data_spec.equation.variables)
         params = _run_params(best.result) | best.facts
-        model_uri = tracker.log_torch_model(run.parent_id, logged, params, scored.metrics, run.source)
+        model_uri = tracker.log_torch_model(run.parent_id, logged, params, scored.metrics | scored.timings, run.source)
     except BaseException:
         tracker.end(run.parent_id, "FAILED")
         raise
     tracker.end(run.parent_id, "FINISHED")
-    return scored.metrics | {"run_id": run.parent_id, "model_uri": model_uri, "experiment_id": tracker.experiment_id}
+    return scored.metrics | scored.timings | {"run_id": run.parent_id, "model_uri": model_uri,
+                                             "experiment_id": tracker.experiment_id}  # fmt: skip
 
 
 def score(result: TuneResult, dataset: Dataset, data_spec: DatasetSpec) -> artifacts.Scored:
-    """The best model's scores (its equation read back first, for the linear families)."""
-    recovered = evaluation.recover(result.model, dataset)
-    metrics = evaluation.evaluate(dataset, data_spec.equation, result.model, result.spec, recovered) | {
+    """The best network's scores (and the equation read back from it, for the linear families)."""
+    recovered = evaluation.recover(result.model, dataset, data_spec)
+    metrics = evaluation.evaluate(dataset, data_spec, result.model, recovered) | {
         # The best trial's own val_mse, as its nested run and the study have it (float32, during
-        # training); `val_mse` is the final model's, re-measured in float64 (for the linear
-        # families: the sparse equation read back from it).
+        # training); `val_mse` is the same network's, re-measured in float64.
         "best_trial_val_mse": result.best_value,
         "n_trials_complete": result.n_complete,
         "n_trials_pruned": result.n_pruned,
-        "tune_seconds": round(result.seconds, 3),
-        "train_seconds": round(result.history.seconds, 3),
     }
     metrics["n_parameters"] = sum(p.numel() for p in result.model.parameters())
-    return artifacts.Scored(result, metrics, recovered)
+    # Times differ on every run: MLflow keeps them, the DVC metrics files (which should change only
+    # when results do) do not.
+    timings = {"tune_seconds": round(result.seconds, 3), "train_seconds": round(result.history.seconds, 3)}
+    return artifacts.Scored(result, metrics, recovered, timings)
 
 
 def _description(best: Best, metrics: dict, recovered: str | None) -> str:
     """The parent run's description in the MLflow UI: what was fitted, how well, what came back."""
     spec, result = best.data_spec, best.result
+    inputs = ", ".join(v.name for v in spec.variables) if spec.variables else f"{spec.equation.n_features} inputs"
+    noise = f"noise {spec.noise_relative} x RMS(y)" if spec.noise_relative else f"noise {spec.noise}"
     text = (
-        f"**{spec.name} / {result.spec.family}**: `y = {spec.equation.text}` ({spec.equation.n_features} inputs, "
-        f"{spec.n_samples} rows, noise {spec.noise}). Best of {result.n_complete + result.n_pruned} trials "
-        f"(trial {result.best_trial}): val_mse {metrics['val_mse']:.3g} against a noise floor of "
-        f"{metrics['floor_mse']:.3g}, out of range {metrics['ood_mse']:.3g}."
+        f"**{spec.name} / {result.spec.family}**: `y = {spec.equation.text}` ({inputs}; "
+        f"{spec.n_samples} rows, {noise}). Best of {result.n_complete + result.n_pruned} trials "
+        f"(trial {result.best_trial}): the network's val_mse {metrics['val_mse']:.3g} against a noise floor of "
+        f"{metrics['floor_mse']:.3g} (R^2 {metrics['r2']:.5f}), out of range {metrics['ood_mse']:.3g}."
     )
     if recovered:
-        text += f" Equation read back from the weights: `{recovered}`."
+        exact = "exact: the true equation" if metrics.get("recovered_exact") else "not the true equation"
+        text += (
+            f" Equation read back from the weights: `{recovered}` (val_mse {metrics['recovered_val_mse']:.3g}; "
+            f"{exact})."
+        )
     return text + " The verdict across families is in the `report` run (summary.md)."
 
 
@@ -163,7 +175,11 @@ def _run_params(result: TuneResult) -> dict:
     return result.best_params | {"family": result.spec.family, "best_trial": result.best_trial}
 
 
-def _equation_tags(model: object) -> dict:
+def _equation_tags(recovered: evaluation.Recovered | None) -> dict:
+    """The equation read back from a linear family's weights, as a tag the runs table can show."""
+    if recovered is None:
+        return {}
     from pipeline.reference import format_equation
 
-    return {"recovered_equation": format_equation(model.coefficients())} if hasattr(model, "coefficients") else {}
+    model = recovered.model
+    return {"recovered_equation": format_equation(model.coefficients(), model.variables)}

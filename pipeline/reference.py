@@ -5,51 +5,77 @@
 - `optimum_mse`: least squares on a linear family's own features (raw inputs, plus its library of
   terms for the cross family), fitted on the training split, scored on validation: the best that
   family can do. The MLP has no such closed form.
-- `sparse_refit`: the recovered equation. Starting from the trained weights, sequentially
-  thresholded least squares on a path of thresholds; the threshold is chosen on validation data
-  (the sparsest equation within one standard error of the best), never a fixed cut-off.
-- `true_coefficients`: the equation expanded symbolically (from the checked tree, never raw
-  text) into the coefficient of every term, named as `pipeline.terms` names them.
-- `recovery`: true terms found, spurious and missed, the largest coefficient error, and what to
-  change when a true term is outside the family's library.
+- `sparse_refit`: the recovered equation: the sparsest equation over the family's features that
+  validation cannot tell from the best (`pipeline.sparse`), starting from the trained weights.
+- `true_coefficients`: the equation expanded symbolically (from the checked tree, never raw text;
+  positive variables as positive symbols, so that `sqrt(a*b)` and `log(a/b)` expand) into the
+  coefficient of every term, named as `pipeline.terms` names them.
+- `recovery`: true terms found, spurious and missed, the largest coefficient error, what to change
+  when a true term is outside the family's library, and whether the recovery is exact.
 - `format_equation`: a coefficient table read back as `y = 2.000*x0 - 3.000*x1 + 1.000`.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
+from pipeline import sparse
 from pipeline import terms as library
-from pipeline.equations import Equation
+from pipeline.equations import Equation, EquationError, shorthand
 
 CONSTANT = library.CONSTANT
-PATH_POINTS = 40  # thresholds tried on the path (log-spaced over the weights' own range)
-STLSQ_ROUNDS = 10
+EXACT_RTOL = 1e-6  # coefficients this close to the truth (relative) are equal, whatever the noise
+EXACT_SE = 3.0  # ... or within this many of their standard errors (with noise, the data allow no better)
 
 
-def design_matrix(X: np.ndarray, terms: tuple[str, ...] = (), constant: bool = True) -> np.ndarray:
+class Split(Protocol):
+    """Training and validation rows (`data.Dataset` is one)."""
+
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_val: np.ndarray
+    y_val: np.ndarray
+
+
+@dataclass(frozen=True)
+class Rows:
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_val: np.ndarray
+    y_val: np.ndarray
+
+
+@dataclass(frozen=True)
+class Features:
+    """A linear family's features: the raw inputs (by name) and its library of terms."""
+
+    variables: tuple[str, ...]
+    terms: tuple[str, ...] = ()
+
+    @property
+    def names(self) -> list[str]:
+        return [*self.variables, *self.terms, CONSTANT]
+
+
+def design_matrix(X: np.ndarray, features: Features, constant: bool = True) -> np.ndarray:
     """Raw features, the named terms, and (unless `constant` is False) a column of ones for the bias."""
     X = np.asarray(X, dtype=float)
     with np.errstate(all="ignore"):
-        columns = [X] + [np.broadcast_to(c, X.shape[:1])[:, None] for c in library.columns(X, terms)]
+        columns = library.columns(X, features.terms, features.variables)
+        columns = [X] + [np.broadcast_to(c, X.shape[:1])[:, None] for c in columns]
     if constant:
         columns.append(np.ones((X.shape[0], 1)))
     return np.hstack(columns)
 
 
-def least_squares(X: np.ndarray, y: np.ndarray, terms: tuple[str, ...] = ()) -> np.ndarray:
-    weights, *_ = np.linalg.lstsq(design_matrix(X, terms), y, rcond=None)
-    return weights
-
-
-def optimum_mse(
-    X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, terms: tuple[str, ...] = ()
-) -> float:
+def optimum_mse(split: Split, features: Features) -> float:
     """Validation MSE of the least-squares fit on the training split."""
-    weights = least_squares(np.asarray(X_train, float), np.asarray(y_train, float), terms)
-    residual = design_matrix(np.asarray(X_val, float), terms) @ weights - np.asarray(y_val, float)
+    weights, *_ = np.linalg.lstsq(design_matrix(split.X_train, features), np.asarray(split.y_train, float), rcond=None)
+    residual = design_matrix(split.X_val, features) @ weights - np.asarray(split.y_val, float)
     return float(np.mean(residual**2))
 
 
@@ -64,89 +90,59 @@ class Sparse:
 
     table: dict[str, float]
     kept: list[str]
-    threshold: float
+    threshold: float  # kept for the record: 0 unless thresholding of the trained weights chose it
     val_mse: float
-    path: list[tuple[int, float]] = field(default_factory=list)  # (terms kept, val_mse) per threshold
+    path: list[tuple[int, float]] = field(default_factory=list)  # (terms kept, val_mse) per candidate
+    errors: dict[str, float] = field(default_factory=dict)  # each kept coefficient's standard error
 
 
-def sparse_refit(
-    X_train: np.ndarray,
-    y_train: np.ndarray,
-    X_val: np.ndarray,
-    y_val: np.ndarray,
-    terms: tuple[str, ...],
-    start: dict[str, float],
-) -> Sparse:
-    """The sparsest equation over the family's features that validation cannot tell from the best.
-
-    Each feature's size is its weight in `start` (the trained model) times the feature's standard
-    deviation on the training rows (so that x0**3 and x0 compare fairly). For every threshold t
-    on a path spanning those sizes, features below t are dropped and the rest refit by least
-    squares, again and again until none falls below t (sequentially thresholded least squares).
-    Of the equations on the path, the one kept has the fewest terms among those whose validation
-    MSE is within one standard error of the lowest (the constant is a term like the others).
-    """
-    names = [f"x{i}" for i in range(np.shape(X_train)[1])] + list(terms) + [CONSTANT]
-    A, A_val = design_matrix(X_train, terms), design_matrix(X_val, terms)
-    y, y_val = np.asarray(y_train, float), np.asarray(y_val, float)
+def sparse_refit(split: Split, features: Features, start: dict[str, float]) -> Sparse:
+    """The sparsest equation over the family's features that validation cannot tell from the best
+    (see `pipeline.sparse`); `start` (the trained model's coefficients) orders the thresholds."""
+    names = features.names
+    A, A_val = design_matrix(split.X_train, features), design_matrix(split.X_val, features)
+    y, y_val = np.asarray(split.y_train, float), np.asarray(split.y_val, float)
     scale = np.where(np.arange(len(names)) == len(names) - 1, 1.0, A.std(axis=0))
     sizes = np.abs(np.array([start.get(name, 0.0) for name in names])) * scale
-    candidates = []
-    for threshold in _path(sizes):
-        kept, weights = _stlsq(A, y, scale, sizes >= threshold, threshold)
-        residual = A_val @ weights - y_val
-        candidates.append((threshold, kept, weights, residual**2))
-    mses = [float(np.mean(sq)) for *_, sq in candidates]
-    best = int(np.argmin(mses))
-    spread = candidates[best][3]
-    # One standard error of the best MSE, plus float noise relative to the signal (exact fits).
-    tolerance = float(np.std(spread) / np.sqrt(len(spread))) + 1e-10 * float(np.mean(y_val**2))
-    allowed = [k for k, mse in enumerate(mses) if mse <= mses[best] + tolerance]
-    chosen = min(allowed, key=lambda k: (int(candidates[k][1].sum()), mses[k]))
-    threshold, kept, weights, _ = candidates[chosen]
-    table = {name: float(w) for name, w in zip(names, weights, strict=True)}
-    path = [(int(c[1].sum()), mse) for c, mse in zip(candidates, mses, strict=True)]
-    return Sparse(table, [n for n, k in zip(names, kept, strict=True) if k], float(threshold), mses[chosen], path)
+    candidates = sparse.thresholded(A, y, scale, sizes)
+    thresholds = len(candidates)
+    candidates += sparse.forward(A, y) + sparse.subsets(A, y)
+    chosen, mses = sparse.choose(candidates, A_val, y_val)
+    weights = candidates[chosen]
+    errors = sparse.standard_errors(A, y, weights)
+    kept = [n for n, w in zip(names, weights, strict=True) if w != 0]
+    return Sparse(
+        table={name: float(w) for name, w in zip(names, weights, strict=True)},
+        kept=kept,
+        threshold=float(sparse._path(sizes)[chosen]) if chosen < thresholds else 0.0,
+        val_mse=mses[chosen],
+        path=_best_by_size(candidates, mses),
+        errors={name: float(e) for name, e in zip(names, errors, strict=True) if name in kept},
+    )
 
 
-def _path(sizes: np.ndarray) -> list[float]:
-    """Thresholds from keeping every feature to keeping none, log-spaced over the sizes present."""
-    positive = sizes[sizes > 0]
-    if positive.size == 0:
-        return [0.0]
-    low, high = positive.min(), positive.max()
-    inner = np.geomspace(low, high, PATH_POINTS) if high > low else np.array([low])
-    return [0.0, *inner.tolist(), float(high) * 2]  # everything kept ... nothing kept
+def _best_by_size(candidates: list[np.ndarray], mses: list[float]) -> list[tuple[int, float]]:
+    """(terms, the lowest validation MSE of any candidate with that many) for each size tried."""
+    best: dict[int, float] = {}
+    for weights, mse in zip(candidates, mses, strict=True):
+        size = int(np.count_nonzero(weights))
+        best[size] = min(mse, best.get(size, np.inf))
+    return sorted(best.items())
 
 
-def _stlsq(
-    A: np.ndarray, y: np.ndarray, scale: np.ndarray, kept: np.ndarray, threshold: float
-) -> tuple[np.ndarray, np.ndarray]:
-    weights = np.zeros(A.shape[1])
-    for _ in range(STLSQ_ROUNDS):
-        weights = np.zeros(A.shape[1])
-        if kept.any():
-            weights[kept], *_ = np.linalg.lstsq(A[:, kept], y, rcond=None)
-        still = kept & (np.abs(weights) * scale >= threshold)
-        if (still == kept).all():
-            break
-        kept = still
-    return kept, weights
-
-
-def true_coefficients(equation: Equation) -> dict[str, float] | None:
+def true_coefficients(equation: Equation, positive: frozenset[str] = frozenset()) -> dict[str, float] | None:
     """{'x0*x1': 2, 'x0': 2, 'x1': -3, '1': -3} for (2*x0 - 3)*(x1 + 1); terms that are not
     products of inputs keep their own name ({'sin(x1)': 1.0, 'x0*x2': 0.5}). None for an
     equation that expands to 0 or to a coefficient that is not a number."""
     import sympy
 
-    expanded = sympy.expand(equation.to_sympy())
+    expanded = sympy.expand(equation.to_sympy(positive))
     table: dict[str, float] = {}
     for term in sympy.Add.make_args(expanded):
         coefficient, rest = term.as_independent(*term.free_symbols, as_Add=False)  # 2*sqrt(2), x0*x1
-        if not coefficient.is_number:
+        if not coefficient.is_number or not coefficient.is_real:
             return None
-        name = CONSTANT if rest == 1 else library.name_of(rest)
+        name = CONSTANT if rest == 1 else library.name_of(rest, equation.variables)
         table[name] = table.get(name, 0.0) + float(coefficient)
     table = {name: value for name, value in table.items() if value != 0}
     return table or None
@@ -159,36 +155,89 @@ def coefficient_error(learned: dict[str, float], truth: dict[str, float] | None)
     return max(abs(value - truth.get(name, 0.0)) for name, value in learned.items())
 
 
-def recovery(table: dict[str, float], truth: dict[str, float] | None) -> dict:
+def is_exact(sparse_fit: Sparse, truth: dict[str, float] | None) -> bool:
+    """Symbolic equality: the recovered equation has exactly the true terms (both expanded to
+    canonical terms), each coefficient within EXACT_RTOL of the true one, or within EXACT_SE of its
+    standard errors (what noise allows)."""
+    kept = {name: value for name, value in sparse_fit.table.items() if value != 0}
+    if truth is None or set(kept) != set(truth):
+        return False
+    for name, value in truth.items():
+        allowed = max(EXACT_RTOL * abs(value), EXACT_SE * sparse_fit.errors.get(name, 0.0))
+        if abs(kept[name] - value) > allowed:
+            return False
+    return True
+
+
+def recovery(table: dict[str, float], truth: dict[str, float] | None, variables: tuple[str, ...] | None = None) -> dict:
     """Which true terms a sparse coefficient table names, which it adds, which it misses, which of
     those it cannot name at all (outside its features), and its largest coefficient error."""
     if truth is None:
         return {}
+    variables = variables or _variables_of([*table, *truth])
     kept = {name for name, value in table.items() if value != 0}
+
+    def ordered(names: set[str]) -> list[str]:
+        return sorted(names, key=lambda name: library.order(name, variables))
+
     return {
-        "found": sorted(kept & set(truth), key=library.order),
-        "spurious": sorted(kept - set(truth), key=library.order),
-        "missed": sorted(set(truth) - kept, key=library.order),
-        "outside": sorted(set(truth) - set(table), key=library.order),
+        "found": ordered(kept & set(truth)),
+        "spurious": ordered(kept - set(truth)),
+        "missed": ordered(set(truth) - kept),
+        "outside": ordered(set(truth) - set(table)),
         "coef_error": coefficient_error(table, truth),
     }
 
 
-def suggestion(term: str, degree: int) -> str:
-    """How to bring a true term into the cross family's library."""
-    term_degree = library.degree_of(term)
+def suggestion(term: str, library_now: Library, variables: tuple[str, ...] | None = None) -> str:
+    """How to bring a true term into the cross family's library, as a command that does it:
+    a `dvc exp run -S` of the smallest change to `models.cross` (lists keep what they hold)."""
+    variables = variables or _variables_of([term])
+    term_degree = library.degree_of(term, variables)
     if term_degree is not None:
-        return f"`{term}` has degree {term_degree}: set models.cross.degree to {max(term_degree, degree + 1)}"
-    function = library.function_of_input(term)
+        return f"`{term}` has degree {term_degree}: {_set('degree', max(term_degree, library_now.degree + 1))}"
+    function = library.function_of_input(term, variables)
     if function is not None:
-        return f"`{term}`: add {function} to models.cross.functions"
-    return f"`{term}`: list it under models.cross.crosses"
+        return f"`{term}` needs {function}(x): {_set('functions', [*library_now.functions, function])}"
+    exponent = _single_power(term, variables)
+    if exponent is not None and exponent not in library_now.powers:
+        return f"`{term}` needs the power {exponent:g}: {_set('powers', [*library_now.powers, exponent])}"
+    return f"`{term}` is no library term: {_set('crosses', [term])} (a list replaces the automatic library)"
 
 
-def format_equation(coefficients: dict[str, float], digits: int = 3) -> str:
+@dataclass(frozen=True)
+class Library:
+    """The cross family's library settings a suggestion builds on (`models.cross`)."""
+
+    degree: int
+    functions: tuple[str, ...] = ()
+    powers: tuple[float, ...] = ()
+
+
+def _set(key: str, value: object) -> str:
+    if isinstance(value, list):
+        items = ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+        return f"`dvc exp run -S 'models.cross.{key}=[{items}]'`"
+    return f"`dvc exp run -S models.cross.{key}={value}`"
+
+
+def _single_power(term: str, variables: tuple[str, ...]) -> float | None:
+    """-2.0 for `r**-2`: one variable to a power that is not a positive integer; else None."""
+    try:
+        powers, others = library.parts(term, variables)
+    except EquationError:
+        return None
+    if others or len(powers) != 1:
+        return None
+    (exponent,) = powers.values()
+    return float(exponent)
+
+
+def format_equation(coefficients: dict[str, float], variables: tuple[str, ...] | None = None, digits: int = 3) -> str:
     """Every non-zero coefficient as an equation: inputs, then higher terms, constant last."""
+    variables = variables or _variables_of(list(coefficients))
     named = ((n, w) for n, w in coefficients.items() if w != 0 and n != CONSTANT)
-    terms = sorted(named, key=lambda term: library.order(term[0]))
+    terms = sorted(named, key=lambda term: library.order(term[0], variables))
     constant = coefficients.get(CONSTANT, 0.0)
     if constant != 0:
         terms.append((CONSTANT, constant))
@@ -200,3 +249,9 @@ def format_equation(coefficients: dict[str, float], digits: int = 3) -> str:
         sign = ("-" if weight < 0 else "") if position == 0 else (" - " if weight < 0 else " + ")
         text += sign + magnitude
     return "y = " + text
+
+
+def _variables_of(names: list[str]) -> tuple[str, ...]:
+    """The shorthand inputs that term names over x0..x{n-1} use (for tables built without a spec)."""
+    indices = [int(i) for name in names for i in re.findall(r"x(\d+)", name)]
+    return shorthand(max(indices, default=-1) + 1)

@@ -9,6 +9,9 @@ promote.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import sys
 from dataclasses import dataclass
 
 import mlflow
@@ -42,7 +45,12 @@ def register(client: MlflowClient, model_name: str, model_uri: str, val_mse: flo
             raise
         client.update_registered_model(model_name, description=about)
     mlflow.set_tracking_uri(client.tracking_uri)  # register_model resolves models:/ URIs fluently
-    version = mlflow.register_model(model_uri, model_name, tags={"val_mse": repr(val_mse)})
+    # register_model says "Registered model ... already exists" of the model made just above, even
+    # on the first promotion: keep its other lines ("Created version 1 ...") and drop that one.
+    said = io.StringIO()
+    with contextlib.redirect_stderr(said):
+        version = mlflow.register_model(model_uri, model_name, tags={"val_mse": repr(val_mse)})
+    sys.stderr.write("".join(line for line in said.getvalue().splitlines(True) if "already exists" not in line))
     return version.version
 
 

@@ -1,26 +1,73 @@
-"""The comparison a person reads without MLflow: the figures across families, the verdicts
-computed from the numbers, and the Markdown summary (`reports/summary.md`).
+"""The comparison a person reads without MLflow: the figures across families and the verdicts
+computed from the numbers (the Markdown summary that holds them is `pipeline.summary`'s).
 """
 
 from __future__ import annotations
 
+import json
+import os
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
 from pathlib import Path
 
 from pipeline.families import FAMILIES, best_family, reaches_floor
-from pipeline.plots import plt, predictions_axes, save, slice_axes  # plt: on the Agg backend plots chose
+from pipeline.plots import SliceBands, plt, predictions_axes, save, slice_axes  # plt: on the Agg backend plots chose
+
+FIGURES_INDEX = "figures.json"  # beside the figures: the digest of what each was drawn from
+POOL_FROM = 8  # figures to draw before a second process pays for its start
 
 
-def plot_dataset(path: Path, dataset: str, predictions: dict, slices: dict, ood: tuple[float, float]) -> None:
+@dataclass(frozen=True)
+class DatasetFigure:
+    """One dataset's figure and what it is drawn from; `digest` names those inputs (the plot
+    tables' bytes), so an unchanged dataset keeps its figure instead of being drawn again."""
+
+    dataset: str
+    digest: str
+    predictions: dict
+    slices: dict
+    bands: SliceBands
+
+
+def plot_dataset(path: Path, figure: DatasetFigure) -> None:
     """Both views of one dataset, every model family on the same axes."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8), dpi=100)
-    predictions_axes(left, predictions)
-    slice_axes(right, slices, ood)
-    fig.suptitle(f"{dataset}: every model family")
+    predictions_axes(left, figure.predictions)
+    slice_axes(right, figure.slices, figure.bands)
+    fig.suptitle(f"{figure.dataset}: every model family")
     save(fig, path)
 
 
+def plot_datasets(out_dir: Path, figures: list[DatasetFigure], progress: Callable = print) -> list[str]:
+    """`<dataset>.png` in `out_dir` for each figure, drawing only those whose inputs changed since
+    the last report (at table size a figure costs a third of a second, and a changed dataset
+    should not redraw a hundred); removes the figures of datasets that are gone. Returns the
+    file names, in order."""
+    index_path = out_dir / FIGURES_INDEX
+    drawn = json.loads(index_path.read_text()) if index_path.exists() else {}
+    names = {f"{figure.dataset}.png": figure for figure in figures}
+    todo = [(out_dir / n, f) for n, f in names.items() if drawn.get(n) != f.digest or not (out_dir / n).exists()]
+    for name in set(drawn) - set(names):
+        (out_dir / name).unlink(missing_ok=True)
+    index_path.unlink(missing_ok=True)  # rewritten below once every figure is in place
+    if len(todo) >= POOL_FROM and (os.cpu_count() or 1) > 1:
+        progress(f"drawing {len(todo)} dataset figures in {min(os.cpu_count() or 1, 4)} processes")
+        with ProcessPoolExecutor(min(os.cpu_count() or 1, 4), mp_context=get_context("spawn")) as pool:
+            list(pool.map(plot_dataset, *zip(*todo, strict=True)))
+    else:
+        for path, figure in todo:
+            plot_dataset(path, figure)
+    index_path.write_text(json.dumps({name: f.digest for name, f in names.items()}, indent=1, sort_keys=True) + "\n")
+    return list(names)
+
+
 def plot_comparison(path: Path, results: dict[str, dict[str, dict]]) -> None:
-    """val_mse and ood_mse of every (dataset, model), side by side on a log scale."""
+    """val_mse and ood_mse of every (dataset, model): bars side by side for a few datasets, and
+    at table size each family's scores sorted (how many datasets reach a given error)."""
+    if len(results) > 12:
+        return _plot_sorted_scores(path, results)
     labels, val, ood = [], [], []
     for dataset, by_model in results.items():
         for family in FAMILIES:
@@ -40,27 +87,22 @@ def plot_comparison(path: Path, results: dict[str, dict[str, dict]]) -> None:
     save(fig, path)
 
 
-def summary_table(results: dict[str, dict[str, dict]]) -> str:
-    header = (
-        "| dataset | model | val_mse | floor | excess | class optimum | gap % | ood_mse | terms found / spurious "
-        "/ missed | coef_error | train s | recovered equation | true equation |"
-    )
-    lines = [header, "|" + "---|" * 13]
-    for dataset, by_model in results.items():
-        for family in FAMILIES:
-            if family not in by_model:
-                continue
-            m = by_model[family]
-            ratio = m.get("gap_ratio")
-            counts = [m.get(key) for key in ("terms_found", "terms_spurious", "terms_missed")]
-            recovered = "-" if counts[0] is None else " / ".join(str(n) for n in counts)
-            lines.append(
-                f"| {dataset} | {family} | {_num(m['val_mse'])} | {_num(m['floor_mse'])} | {_num(m['excess'])} "
-                f"| {_num(m.get('optimum_mse'))} | {'-' if ratio is None else f'{100 * ratio:.1f}'} "
-                f"| {_num(m['ood_mse'])} | {recovered} | {_num(m.get('coef_error'))} | {m.get('train_seconds', 0):.1f} "
-                f"| {_code(m.get('equation')) or '(an MLP: no equation)'} | {_code(m.get('true_equation'))} |"
-            )
-    return "\n".join(lines)
+def _plot_sorted_scores(path: Path, results: dict[str, dict[str, dict]]) -> None:
+    """A hundred datasets do not fit as bars: per family, its validation and out-of-range MSE
+    sorted from best to worst, so one reads off how many datasets reach any error level."""
+    fig, ax = plt.subplots(figsize=(9, 5), dpi=100)
+    for i, family in enumerate(FAMILIES):
+        scores = [by_model[family] for by_model in results.values() if family in by_model]
+        for key, style in (("val_mse", "-"), ("ood_mse", ":")):
+            values = sorted(max(m[key], 1e-16) for m in scores)
+            where = "validation" if key == "val_mse" else "out of range"
+            ax.plot(range(1, len(values) + 1), values, ls=style, color=f"C{i}", label=f"{family}, {where}")
+    ax.set_yscale("log")
+    ax.set(xlabel="datasets, best first", ylabel="MSE (floored at 1e-16)")
+    ax.set_title(f"Each family's error over {len(results)} datasets, sorted")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=8)
+    save(fig, path)
 
 
 def _code(text: str | None) -> str:
@@ -75,8 +117,9 @@ def _num(value: float | None) -> str:
 
 
 def verdict(dataset: str, by_model: dict[str, dict]) -> str:
-    """Sentences computed from the numbers alone: which family reaches the floor, which does not and
-    why, and what happens out of range where that differs between them."""
+    """Sentences computed from the numbers alone: which family's network reaches the floor, which
+    does not and why, whether the equation read back from a linear family is the true one, and
+    what happens out of range where that differs between them."""
     families = [f for f in FAMILIES if f in by_model]
     floor = by_model[families[0]]["floor_mse"]
     reached = [f for f in families if reaches_floor(by_model[f])]
@@ -86,10 +129,34 @@ def verdict(dataset: str, by_model: dict[str, dict]) -> str:
     if reached:
         text = f"**{dataset}**: `{right}` reaches the floor ({best}; {noise})"
     else:
-        text = f"**{dataset}**: no family reaches the floor ({noise}); `{right}` comes closest ({best})"
+        text = f"**{dataset}**: no family's network reaches the floor ({noise}); `{right}` comes closest ({best})"
+    text += "." + _read_back(by_model)
     reasons = [_shortfall(f, by_model[f], by_model) for f in families if f not in reached]
-    text += ". " + " ".join(reasons) if reasons else "."
+    text += " " + " ".join(reasons) if reasons else ""
     return (text.rstrip(".") + "." + _extrapolation(by_model, right)).strip()
+
+
+def _read_back(by_model: dict[str, dict]) -> str:
+    """The equation read back from the linear families' weights: exact, or how close."""
+    exact = [f for f in FAMILIES if by_model.get(f, {}).get("recovered_exact")]
+    if exact:
+        m = by_model[exact[0]]
+        return (
+            f" The equation read back from `{exact[0]}`'s weights is the true one, exactly "
+            f"({_code(m.get('equation'))}, val_mse {_num(m['recovered_val_mse'])})."
+        )
+    tried = [f for f in FAMILIES if "recovered_val_mse" in by_model.get(f, {})]
+    if not tried:
+        return ""
+    closest = min(tried, key=lambda f: by_model[f]["recovered_val_mse"])
+    m = by_model[closest]
+    state = "does not reach the floor"
+    if reaches_floor(m | {"excess": m["recovered_val_mse"] - m["floor_mse"]}):
+        state = "reaches the floor"
+    return (
+        f" No equation read back is the true one; the closest, `{closest}`'s ({m.get('n_terms', '?')} terms), "
+        f"{state} (val_mse {_num(m['recovered_val_mse'])})."
+    )
 
 
 def _shortfall(family: str, m: dict, by_model: dict[str, dict]) -> str:
@@ -137,22 +204,3 @@ def _extrapolation(by_model: dict[str, dict], right: str) -> str:
         f" Out of the training range the MLP's error is {ratio:.3g} times `{right}`'s "
         f"(ood_mse {_num(mlp['ood_mse'])} against {_num(best['ood_mse'])}): {why}."
     )
-
-
-def write_summary(path: Path, results: dict[str, dict[str, dict]], images: list[str]) -> None:
-    lines = ["# Can a neural network solve linear and nonlinear equations?", "", "## Verdict per dataset", ""]
-    lines += [f"- {verdict(dataset, by_model)}" for dataset, by_model in results.items()]
-    lines += ["", "## Every model against the noise floor and its class optimum", "", summary_table(results), ""]
-    lines += [
-        "`floor`: the true equation's own error on the validation split (the noise): no model can beat it.",
-        "`excess` = val_mse - floor. `class optimum`: least squares on a linear family's own features, fitted",
-        "on the training split (the MLP has none); `gap %` = (val_mse - optimum) / optimum. `ood_mse`: inputs",
-        "drawn outside the training range. Linear families are read back as sparse equations: the trained",
-        "weights thresholded (threshold chosen on validation data) and the kept terms refit; `terms` counts",
-        "the true terms found, the spurious ones and the missed ones; `coef_error`: the largest |learned - true|",
-        "coefficient, where the family can express the equation.",
-        "",
-    ]
-    lines += [f"![{name}]({name})" for name in images]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")

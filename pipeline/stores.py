@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline.errors import FaultError
+from pipeline.errors import FaultError, redact
 
 if TYPE_CHECKING:
     import optuna
@@ -59,24 +59,35 @@ def first_use(url: str, what: str) -> Iterator[None]:
             yield
             return
         if not path.parent.is_dir():
-            raise StoreError(f"{what} {url}: folder {path.parent} does not exist")
+            raise StoreError(f"{what} {redact(url)}: folder {path.parent} does not exist")
         from filelock import FileLock, Timeout
 
         try:
             with FileLock(f"{path}.lock", timeout=LOCK_TIMEOUT_S):
                 yield
         except Timeout:
-            raise StoreError(f"{what} {url}: {path}.lock held by another process for {LOCK_TIMEOUT_S} s") from None
+            raise StoreError(
+                f"{what} {redact(url)}: {path}.lock held by another process for {LOCK_TIMEOUT_S} s"
+            ) from None
     except StoreError:
         raise
     except Exception as exc:  # the drivers' errors: sqlalchemy, alembic, MlflowException, RuntimeError
-        raise StoreError(f"{what} {url}: {describe(exc)}") from exc
+        raise StoreError(f"{what} {redact(url)}: {describe(exc)}") from exc
+
+
+# Database drivers SQLAlchemy imports for a URL, and the extra of pyproject.toml that installs each.
+DRIVERS = {"psycopg2": "postgres", "psycopg": "postgres"}
 
 
 def describe(exc: BaseException) -> str:
     """The reason in one line, with what to do where we know it."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
+    text = redact(" ".join(str(exc).split())) or type(exc).__name__
     lowered = text.lower()
+    if missing := _missing_driver(exc):
+        return (
+            f"its driver {missing} is not installed: pip install 'equation-pipeline[{DRIVERS[missing]}]' "
+            "(psycopg2; write the URL postgresql+psycopg2://...)"
+        )
     if schema := re.search(r"found version (\w+), but expected (\w+)", text):
         return _mlflow_schema(*schema.groups())
     if "readonly database" in lowered or "permission denied" in lowered:
@@ -88,6 +99,15 @@ def describe(exc: BaseException) -> str:
     if "file is not a database" in lowered or "malformed" in lowered:
         return "not an SQLite database (corrupt or another kind of file)"
     return text if len(text) <= 240 else text[:240] + "..."
+
+
+def _missing_driver(exc: BaseException | None) -> str | None:
+    """The driver whose import failed, anywhere in the chain of causes (Optuna and MLflow wrap it)."""
+    while exc is not None:
+        if isinstance(exc, ModuleNotFoundError) and exc.name in DRIVERS:
+            return exc.name
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _mlflow_schema(found: str, expected: str) -> str:
@@ -128,7 +148,7 @@ def mlflow_experiment(
         if found is not None:
             if found.lifecycle_stage == "deleted":
                 raise StoreError(
-                    f"MLflow tracking store {tracking_uri}: experiment {experiment!r} is deleted; restore it "
+                    f"MLflow tracking store {redact(tracking_uri)}: experiment {experiment!r} is deleted; restore it "
                     f"(`mlflow experiments restore --experiment-id {found.experiment_id}`) or choose another "
                     "tracking.experiment"
                 )

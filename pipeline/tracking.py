@@ -11,6 +11,8 @@ to another one (`Target` says where), and importing MLflow would cost it a secon
 
 from __future__ import annotations
 
+import copy
+import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -18,6 +20,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from pipeline.errors import redact
 
 if TYPE_CHECKING:
     import numpy as np
@@ -48,6 +52,7 @@ class LoggedModel:
     model: nn.Module
     example: np.ndarray  # a few rows of inputs: the signature, and what the pt2 format traces it on
     name: str
+    inputs: tuple[str, ...] = ()  # the input columns' names, in order (MLmodel metadata)
 
 
 @dataclass(frozen=True)
@@ -59,7 +64,15 @@ class Target:
     tags: dict[str, str] = field(default_factory=dict)
 
     def tracker(self) -> Tracker:
-        return Tracker(self.tracking_uri, self.experiment, self.tags)
+        """This process's tracker of the target's experiment: made once (finding the experiment
+        costs a few queries and the store's lock), then only its tags differ."""
+        key = (self.tracking_uri, self.experiment)
+        if key not in _TRACKERS:
+            _TRACKERS[key] = Tracker(self.tracking_uri, self.experiment)
+        return _TRACKERS[key].tagged(self.tags)
+
+
+_TRACKERS: dict[tuple[str, str], Tracker] = {}  # by (tracking URI, experiment), per process
 
 
 class Tracker:
@@ -72,6 +85,12 @@ class Tracker:
         location = stores.artifact_location(tracking_uri)
         self.client, self.experiment_id = stores.mlflow_experiment(tracking_uri, experiment, location)
         self.tags = dict(tags or {})
+
+    def tagged(self, tags: dict[str, str]) -> Tracker:
+        """The same client and experiment, with other tags for the runs it starts."""
+        other = copy.copy(self)
+        other.tags = dict(tags)
+        return other
 
     @contextmanager
     def run(
@@ -95,6 +114,13 @@ class Tracker:
     def end(self, run_id: str, status: str) -> None:
         self.client.set_terminated(run_id, status)
 
+    def save_views(self, datasets: list[str]) -> None:
+        """The runs-table views `runs_link` opens: all parent runs, and each dataset's."""
+        import json
+
+        for key, state in (parents_view(d) for d in [None, *datasets]):
+            self.client.set_experiment_tag(self.experiment_id, SHARED_VIEW_TAG + key, json.dumps(state))
+
     def end_orphans(self) -> list[str]:
         """End KILLED every RUNNING run of the experiment whose owner process is gone (see
         `liveness`); returns their ids. Runs of live processes and of other hosts are left alone."""
@@ -114,27 +140,30 @@ class Tracker:
             if not token:
                 return ended
 
-    def log(
-        self, run_id: str, params: dict | None = None, metrics: dict | None = None, tags: dict | None = None
+    def log(  # noqa: PLR0913 (the parts of one log_batch call)
+        self,
+        run_id: str,
+        params: dict | None = None,
+        metrics: dict | None = None,
+        tags: dict | None = None,
+        curves: list | None = None,
     ) -> None:
+        """Params, metrics (at step 0), tags and `curves` (`curve_points`) in as few calls as
+        MLflow's batch limit allows: each call is a transaction of its own."""
         from mlflow.entities import Metric, Param, RunTag
 
         now = _now_ms()
-        self.client.log_batch(
-            run_id,
-            metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items() if v is not None],
-            params=[Param(k, str(v)) for k, v in (params or {}).items()],
-            tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
-        )
+        points = [Metric(k, float(v), now, 0) for k, v in (metrics or {}).items() if v is not None]
+        points += curves or []
+        params = [Param(k, str(v)) for k, v in (params or {}).items()]
+        tags = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
+        for start in range(0, max(len(points), 1), BATCH):
+            first = start == 0
+            self.client.log_batch(run_id, metrics=points[start : start + BATCH], params=params if first else [],
+                                  tags=tags if first else [])  # fmt: skip
 
     def log_history(self, run_id: str, train_loss: list[float], val_loss: list[float]) -> None:
-        from mlflow.entities import Metric
-
-        now = _now_ms()
-        points = [Metric("train_loss", v, now, step) for step, v in enumerate(train_loss)]
-        points += [Metric("val_loss", v, now, step) for step, v in enumerate(val_loss)]
-        for start in range(0, len(points), BATCH):
-            self.client.log_batch(run_id, metrics=points[start : start + BATCH])
+        self.log(run_id, curves=curve_points(train_loss, val_loss))
 
     def log_dataset(self, run_id: str, name: str, digest: str, source: str) -> None:
         from mlflow.entities import Dataset, DatasetInput, InputTag
@@ -179,6 +208,11 @@ class Tracker:
                 # Stated rather than inferred: inference loads the model in a subprocess (seconds).
                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"],
                 params={key: str(value) for key, value in params.items()},
+                # The pt2 format takes only an unnamed tensor signature: the columns' names go here.
+                metadata={"inputs": list(logged.inputs)} if logged.inputs else None,
+                # MLflow would load the model back to serve the example (1-2 s a model); the stage
+                # has just scored this very module, and `predict` is tested on the logged one.
+                validate_serving_input=False,
             )
         now = _now_ms()
         points = [
@@ -191,6 +225,20 @@ class Tracker:
         return info.model_uri
 
 
+def curve_points(train_loss: list[float], val_loss: list[float], max_points: int | None = None) -> list:
+    """Per-epoch `train_loss` and `val_loss` at step=epoch: every epoch, or with `max_points`
+    about that many evenly spaced epochs per curve, the last one always among them."""
+    from mlflow.entities import Metric
+
+    now = _now_ms()
+    points = []
+    for key, values in (("train_loss", train_loss), ("val_loss", val_loss)):
+        every = max(1, -(-len(values) // max_points)) if max_points else 1
+        steps = sorted(set(range(0, len(values), every)) | ({len(values) - 1} if values else set()))
+        points += [Metric(key, float(values[step]), now, step) for step in steps]
+    return points
+
+
 def source_tags() -> dict[str, str]:
     """Who ran what: MLflow's own source and user tags (its UI shows "-" without them), and the
     DVC experiment's name when `dvc exp run` started the stage."""
@@ -199,7 +247,9 @@ def source_tags() -> dict[str, str]:
     import sys
 
     command = (
-        " ".join(["python -m pipeline", *sys.argv[1:]])[:500] if sys.argv[0].endswith("pipeline/__main__.py") else ""
+        redact(" ".join(["python -m pipeline", *sys.argv[1:]]))[:500]
+        if sys.argv[0].endswith("pipeline/__main__.py")
+        else ""
     )
     tags = {
         "mlflow.source.name": command or Path(sys.argv[0]).name or "python",
@@ -213,9 +263,70 @@ def source_tags() -> dict[str, str]:
     return tags
 
 
+def edited_sources(repo: Path | str = ".") -> list[str] | None:
+    """Tracked code and params files that differ from the commit (None outside git).
+
+    Only code and config count (.py, .yaml, .toml): during `dvc repro` dvc.lock, metrics and plot
+    tables change as stages finish, which says nothing about what shaped the run."""
+    try:
+        out = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0:
+        return None
+    paths = [line[3:].split(" -> ")[-1] for line in out.stdout.splitlines() if len(line) > 3]
+    return [p for p in paths if p.endswith((".py", ".yaml", ".toml")) and Path(p).name != "dvc.lock"]
+
+
+def ui_base(tracking_uri: str) -> str:
+    """Where a person opens MLflow: the tracking server itself, or the README's `mlflow ui` for a
+    local store; MLFLOW_UI_URL overrides both."""
+    default = tracking_uri if tracking_uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+    return os.environ.get("MLFLOW_UI_URL", default).rstrip("/")
+
+
+# MLflow's UI restores a "shared view" (its search, sort and columns) from the experiment tag
+# `mlflow.sharedViewState.<key>` when a link says `viewStateShareKey=<key>`: the one way to open
+# the runs table with chosen columns, which the URL's own search parameters cannot set.
+SHARED_VIEW_TAG = "mlflow.sharedViewState."
+VIEW_COLUMNS = ["metrics.`val_mse`", "metrics.`recovered_val_mse`", "metrics.`r2`", "metrics.`ood_mse`",
+                "tags.`recovered_equation`"]  # fmt: skip
+
+
+def parents_view(dataset: str | None = None) -> tuple[str, dict]:
+    """The runs table on the parent runs (of one dataset), best `val_mse` first, the scores and
+    the equation read back as columns: (its share key, its state). Filtering on `role` leaves out
+    the trials' nested runs, a hundred per family, which would fill the pages."""
+    search = "tags.role = 'parent'" + (f" and tags.dataset = '{dataset}'" if dataset else "")
+    state = {"searchFilter": search, "orderByKey": "metrics.`val_mse`", "orderByAsc": True,
+             "selectedColumns": VIEW_COLUMNS}  # fmt: skip
+    return ("parents" if dataset is None else f"parents-{dataset}"), state
+
+
+def runs_link(ui: str, experiment_id: str, dataset: str | None = None) -> str:
+    """The link to `parents_view(dataset)` (saved by `Tracker.save_views`); `workflowType` keeps
+    MLflow 3 off its GenAI overview."""
+    key, _ = parents_view(dataset)
+    return f"{ui}/#/experiments/{experiment_id}/runs?workflowType=machine_learning&viewStateShareKey={key}"
+
+
 def commit_tags(repo: Path | str = ".") -> dict[str, str]:
+    """The commit, and whether code or params.yaml were edited since: runs made from an edited
+    params.yaml would otherwise carry the same commit as the committed one."""
     commit = git_commit(repo)
-    return {MLFLOW_GIT_COMMIT: commit, "git_commit": commit} if commit else {}
+    if not commit:
+        return {}
+    edited = edited_sources(repo) or []
+    tags = {MLFLOW_GIT_COMMIT: commit, "git_commit": commit, "git_dirty": str(bool(edited)).lower()}
+    if edited:
+        tags["git_edited"] = ", ".join(edited[:10]) + (f" (+{len(edited) - 10} more)" if len(edited) > 10 else "")
+    return tags
 
 
 def _now_ms() -> int:

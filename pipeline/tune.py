@@ -91,6 +91,7 @@ class TuningJob:
     batch: int = 16  # trials asked, trained and told together
     device: str = "cpu"
     threads: int = 1
+    standardize: bool = False  # train on standardised features and target (`train.Tensors`)
 
     @property
     def n_trials(self) -> int:
@@ -108,7 +109,7 @@ class TuningJob:
     def from_json(cls, job: dict) -> TuningJob:
         space = job["space"]
         return cls(
-            spec=ModelSpec(**(job["spec"] | {"terms": tuple(job["spec"]["terms"])})),
+            spec=ModelSpec(**(job["spec"] | {k: tuple(job["spec"][k]) for k in ("terms", "variables", "log_inputs")})),
             space=SearchSpace(
                 lr=FloatSpace(**space["lr"]),
                 epochs=IntSpace(**space["epochs"]),
@@ -121,6 +122,7 @@ class TuningJob:
             batch=int(job["batch"]),
             device=str(job["device"]),
             threads=int(job["threads"]),
+            standardize=bool(job.get("standardize", False)),
         )
 
 
@@ -290,7 +292,6 @@ def retried_numbers(study: optuna.Study, trials: list[optuna.Trial]) -> list[int
 
 
 class _Batch:
-
     """A batch of running trials: pruned on their reports, told as soon as each one is over.
 
     Pruning decisions are made on an in-memory copy of the study. The pruner needs each running

@@ -42,8 +42,11 @@ class Plan:
 
 
 def study_name(experiment: str, name: str, parent_id: str) -> str:
-    """One study per tuning run, named after its MLflow parent run: `equations/product/mlp/<run id>`."""
-    return f"{experiment}/{name}/{parent_id}"
+    """One study per tuning run, named after its MLflow parent run: `equations/product/mlp #1a2b3c4d`.
+
+    Eight hex digits of the run id keep the name short enough for optuna-dashboard's study list
+    (the whole id, 32 digits, wrapped mid-id there); the study's `mlflow_run_id` attribute holds it all."""
+    return f"{experiment}/{name} #{parent_id[:8]}"
 
 
 def tune_dataset(plan: Plan, dataset: Dataset, where: Stores, workers: int | None, progress: Progress,
@@ -125,7 +128,7 @@ class _Session:
         from pipeline.tune import tune
 
         data = self.dataset
-        tensors = Tensors.from_arrays(data.X_train, data.y_train, data.X_val, data.y_val, device=job.device)
+        tensors = Tensors.from_arrays(data.X_train, data.y_train, data.X_val, data.y_val, job.device, job.standardize)
         return tune(study, job, tensors, self._hooks(run, job.n_trials))
 
     def _finish(self, family: str, run: FamilyRun, result: TuneResult) -> Future:

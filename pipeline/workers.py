@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from pipeline import model_files, records
 from pipeline.data import DatasetRef
+from pipeline.errors import redact
 from pipeline.tracking import Target
 
 if TYPE_CHECKING:
@@ -52,8 +53,8 @@ def tune_by_workers(study: optuna.Study, job: TuningJob, run: records.FamilyRun,
 
     start = time.perf_counter()
     publish(run, study.study_name, job, Path(run.source.path))
-    progress(f"[{run.name}] waiting for workers: python -m pipeline worker --parent {run.parent_id} --tracking-uri "
-             f"{where.tracking_uri} --storage <the study's database URL>")  # fmt: skip
+    progress(f"[{run.name}] waiting for workers: python -m pipeline worker --parent {run.parent_id} "
+             f"(with MLFLOW_TRACKING_URI={redact(where.tracking_uri)} and OPTUNA_STORAGE set as here)")  # fmt: skip
     processes = start_local(workers, run.parent_id, where)
     try:
         wait(study, job.n_trials, processes, progress, run.name)
@@ -97,8 +98,9 @@ def start_local(n: int, parent_id: str, where: Stores) -> list[subprocess.Popen]
     for _ in range(n):
         home = tempfile.mkdtemp(prefix="equations-worker-")
         command = [sys.executable, "-m", "pipeline", "worker", "--parent", parent_id]
-        command += ["--tracking-uri", where.tracking_uri, "--storage", where.optuna_url]
-        processes.append(subprocess.Popen(command, cwd=home))
+        # The store URLs go in the environment, not argv: `ps` shows any user a command line.
+        env = os.environ | {"MLFLOW_TRACKING_URI": where.tracking_uri, "OPTUNA_STORAGE": where.optuna_url}
+        processes.append(subprocess.Popen(command, cwd=home, env=env))
     return processes
 
 
@@ -198,7 +200,9 @@ def work(parent_id: str, tracking_uri: str, storage_url: str, progress: Progress
     import torch
 
     torch.set_num_threads(job.threads)  # one core a worker: several workers share a machine
-    tensors = Tensors.from_arrays(dataset.X_train, dataset.y_train, dataset.X_val, dataset.y_val, job.device)
+    tensors = Tensors.from_arrays(
+        dataset.X_train, dataset.y_train, dataset.X_val, dataset.y_val, job.device, job.standardize
+    )
     best = shared_study.join(study, job, tensors, trials.hooks())
     if best is not None:
         number, member, trained = best

@@ -91,3 +91,28 @@ def run(root: Path, *args: str, timeout: int = 600, env: dict | None = None) -> 
     env = (env or os.environ) | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     env = {k: v for k, v in env.items() if k not in ("MLFLOW_TRACKING_URI", "OPTUNA_STORAGE")}
     return subprocess.run(args, cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+# Tests that need programs pip does not install: one message for them all, before anything runs.
+NEEDS = {
+    "browser": ("chromium", lambda: Path("/usr/bin/chromium").exists()),
+    "test_scale_out": ("postgresql (initdb, pg_ctl)", lambda: _postgres_installed()),
+    "test_prefect_workers": ("postgresql (initdb, pg_ctl)", lambda: _postgres_installed()),
+}
+
+
+def _postgres_installed() -> bool:
+    return bool(shutil.which("initdb") or list(Path("/usr/lib/postgresql").glob("*/bin/initdb")))
+
+
+@pytest.hookimpl(trylast=True)  # after `-m` has deselected what will not run
+def pytest_collection_modifyitems(config, items):
+    wanted = {key for item in items for key in NEEDS if item.get_closest_marker(key) or item.module.__name__ == key}
+    missing = sorted({NEEDS[key][0] for key in wanted if not NEEDS[key][1]()})
+    if missing:
+        packages = " ".join(sorted({name.split()[0] for name in missing}))
+        pytest.exit(
+            f"missing system packages: {', '.join(missing)}. Install them (`sudo apt-get install {packages}`, "
+            "as .ci/run does) or leave those tests out (`-m 'not browser'`, `--ignore tests/test_scale_out.py`).",
+            returncode=4,
+        )

@@ -17,9 +17,19 @@ def test_throughput_benchmark_trains_the_same_trials_both_ways(tmp_path, default
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(small))
     out = tmp_path / "throughput.json"
     result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "tuning_throughput.py"), "--params", str(tmp_path / "params.yaml"),
-         "--repeats", "2", "--json", str(out)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "tuning_throughput.py"),
+            "--params",
+            str(tmp_path / "params.yaml"),
+            "--repeats",
+            "2",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     numbers = json.loads(out.read_text())
@@ -37,9 +47,22 @@ def test_throughput_benchmark_trains_the_same_trials_both_ways(tmp_path, default
 def test_stack_scaling_benchmark_measures_each_batch_size_against_a_stack_of_one(tmp_path, default_params_raw):
     out = tmp_path / "scaling.json"
     result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "stack_scaling.py"), "--sizes", "1", "8", "--epochs", "2",
-         "--repeats", "2", "--json", str(out)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "stack_scaling.py"),
+            "--sizes",
+            "1",
+            "8",
+            "--epochs",
+            "2",
+            "--repeats",
+            "2",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     numbers = json.loads(out.read_text())
@@ -59,7 +82,9 @@ def test_stack_scaling_benchmark_measures_each_batch_size_against_a_stack_of_one
 def test_stack_scaling_benchmark_refuses_sizes_without_the_baseline():
     result = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "stack_scaling.py"), "--sizes", "4", "8"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2
     assert "--sizes [4, 8]: must hold 1" in result.stderr

@@ -9,6 +9,7 @@ UPDATE_SCREENSHOTS=1 the screenshots are also written to docs/screenshots/ (the 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -20,6 +21,8 @@ from conftest import BIN, ROOT, make_repo, sh, shrink
 from markdown_it import MarkdownIt
 from mlflow import MlflowClient
 from test_prefect_server import free_port, start, stop, wait_for
+
+from pipeline.tracking import runs_link
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -126,19 +129,22 @@ def experiment_id(site) -> str:
 
 
 def test_the_mlflow_experiment_opens_on_its_parent_runs_with_val_mse(site, page):
-    # The README's link: MLflow 3.17 opens experiments on its GenAI overview unless told the workflow.
-    url = f"{site['mlflow']}/#/experiments/{experiment_id(site)}?workflowType=machine_learning"
-    page.goto(url + "&searchFilter=tags.role%20%3D%20%27parent%27")
+    # The link `compare` prints: the shared view it saved, parent runs only, val_mse shown and sorted.
+    url = runs_link(site["mlflow"], experiment_id(site))
+    said = sh(site["repo"], "python", "-m", "pipeline", "compare", "--metrics-dir", "metrics", "--models-dir",
+              "models", "--plots-dir", "plots", "--out", "reports",
+              env=os.environ | {"MLFLOW_UI_URL": site["mlflow"]})  # fmt: skip
+    assert url in said
+    page.goto(url)
     for name in ("linear/linear", "product/cross", "product/mlp"):
         page.get_by_text(name, exact=True).first.wait_for()
     body = page.inner_text("body")
     assert "Detect Issues" not in body and "No data available" not in body  # no GenAI overview
     assert "Can a neural network solve linear and nonlinear equations?" in body  # the experiment's description
+    assert "trial-" not in body and "6 matching runs" in body  # two datasets x three families, no trials
     close_assistant(page)
-    page.get_by_role("button", name="Columns").first.click()  # the one click a person would guess
-    page.locator("span[title=val_mse]").first.click()
-    page.keyboard.press("Escape")
-    page.get_by_role("columnheader", name="val_mse").first.wait_for()
+    for column in ("val_mse", "recovered_val_mse", "r2"):
+        page.get_by_role("columnheader", name=column).first.wait_for()
     shoot(page, "mlflow-runs.png", site["shots"])
 
 
@@ -168,20 +174,23 @@ def test_the_registered_model_shows_its_champion_and_a_description(site, page):
 
 def test_optuna_dashboard_names_the_metric_and_links_the_run(site, page):
     page.goto(f"{site['optuna']}/dashboard/")
-    page.get_by_text("equations/product/mlp/", exact=False).first.click()
+    page.get_by_text("equations/product/mlp #", exact=False).first.wait_for()
+    shoot(page, "optuna-studies.png", site["shots"])  # the study list: short names, one line each
+    page.get_by_text("equations/product/mlp #", exact=False).first.click()
     page.get_by_text("val_mse", exact=False).first.wait_for()
     shoot(page, "optuna-dashboard.png", site["shots"])
     import optuna
 
     storage = f"sqlite:///{site['repo'] / 'optuna.db'}"
     study = next(
-        s for s in optuna.get_all_study_summaries(storage) if s.study_name.startswith("equations/product/mlp/")
+        s for s in optuna.get_all_study_summaries(storage) if s.study_name.startswith("equations/product/mlp #")
     )
     assert study.user_attrs["dataset"] == "product" and study.user_attrs["model"] == "mlp"
     assert (
         study.user_attrs["equation"] == "(2*x0 - 3)*(x1 + 1)" and study.user_attrs["mlflow_experiment"] == "equations"
     )
-    assert study.study_name.endswith(study.user_attrs["mlflow_run_id"])
+    assert study.study_name == f"equations/product/mlp #{study.user_attrs['mlflow_run_id'][:8]}"
+    assert len(study.user_attrs["mlflow_run_id"]) == 32  # the whole id, as an attribute
     client = MlflowClient(f"sqlite:///{site['repo'] / 'mlflow.db'}")
     for trial in optuna.load_study(study_name=study.study_name, storage=storage).trials:
         run = client.get_run(trial.user_attrs["mlflow_run_id"])  # each trial links its nested run
@@ -205,11 +214,23 @@ def test_dvc_plots_draw_with_the_network_blocked(site, browser, tmp_path):
 
     context.route("**/*", only_files)
     page = context.new_page()
+    console: list[str] = []
+    page.on("console", lambda message: console.append(message.text))
     page.goto((tmp_path / "plots" / "index.html").as_uri())
     page.wait_for_function("document.querySelectorAll('svg, canvas').length >= 18", timeout=TIMEOUT_MS)
     assert blocked == []  # nothing left the machine, and yet every chart was drawn
+    assert console == []  # no vega warning ("Infinite extent for field ...")
     html = (tmp_path / "plots" / "index.html").read_text()
     assert "per epoch of the best trial, log scale" in html and '"type": "log"' in html
+    # Our templates: a colour per series (not per revision), y = x under the scatter, no smoothing.
+    specs = {path: entry[0]["content"] for path, entry in
+             json.loads(sh(site["repo"], "dvc", "plots", "show", "--json"))["data"].items()}  # fmt: skip
+    for path, spec in specs.items():
+        if path.startswith(("plots/loss/", "plots/slice/")):
+            assert spec["encoding"]["color"]["field"] == "field" and "strokeDash" not in spec["encoding"]
+            assert not [p for p in spec.get("params", []) if "smooth" in json.dumps(p)]
+        else:
+            assert [layer["mark"]["type"] for layer in spec["layer"]] == ["point", "rule"], path
     shoot(page, "dvc-plots.png", site["shots"])
     context.close()
 

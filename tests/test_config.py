@@ -150,3 +150,58 @@ def test_cli_refuses_an_unknown_model_family():
     outputs = "--models-dir m --metrics-dir m --plots-dir p"
     result = run_cli(*f"tune --dataset product --models linear svm --data x {outputs}".split())
     assert result.returncode == 2 and "invalid choice: 'svm'" in result.stderr
+
+
+def _missing_keys(model: type, node: dict, where: str, optional: set[str]) -> list[str]:
+    """Fields of a config model that `node` (params.yaml's text for it) does not write out."""
+    from pydantic import BaseModel
+
+    missing = []
+    for name, field in model.model_fields.items():
+        if f"{model.__name__}.{name}" in optional:
+            continue
+        if name not in node:
+            missing.append(f"{where}.{name}")
+            continue
+        sub = field.annotation
+        if isinstance(sub, type) and issubclass(sub, BaseModel) and isinstance(node[name], dict):
+            missing += _missing_keys(sub, node[name], f"{where}.{name}", optional)
+    return missing
+
+
+def test_params_yaml_writes_out_every_key_so_dvc_exp_run_can_set_it():
+    """`dvc exp run -S key=value` needs the key in params.yaml (else: "Key 'degree' is not in struct")."""
+    from pipeline import config
+
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    # Alternatives and MLP-only keys: a dataset gives n_features or variables; width/depth are the MLP's.
+    alternatives = {"DatasetConfig.variables", "Params.dataset_defaults"}
+    missing = _missing_keys(config.Params, raw, "params", alternatives | {"Params.datasets", "Params.tuning"})
+    for name, dataset in raw["datasets"].items():
+        missing += _missing_keys(config.DatasetConfig, dataset, f"datasets.{name}", alternatives)
+    for family, tuning in raw["tuning"].items():
+        mlp_only = set() if family == "mlp" else {"SearchSpaceConfig.width", "SearchSpaceConfig.depth"}
+        missing += _missing_keys(config.TuningConfig, tuning, f"tuning.{family}", mlp_only)
+    assert missing == []
+    assert set(raw["tuning"]) == {"linear", "cross", "mlp"} and "dataset_defaults" in raw
+
+
+def test_store_errors_never_show_a_password_and_name_a_missing_driver(monkeypatch, capsys):
+    import sys
+
+    from pipeline import cli, stores
+    from pipeline.errors import redact
+
+    assert redact("postgresql+psycopg2://equations:s3cret@db/optuna") == "postgresql+psycopg2://equations:***@db/optuna"
+    assert redact("http://u@h:5000 sqlite:///mlflow.db") == "http://u@h:5000 sqlite:///mlflow.db"  # no password
+    monkeypatch.setitem(sys.modules, "psycopg2", None)  # as on a machine without the postgres extra
+    with pytest.raises(stores.StoreError) as error:
+        stores.optuna_storage("postgresql+psycopg2://u:s3cret@127.0.0.1:1/optuna")
+    message = str(error.value)
+    assert "s3cret" not in message and "u:***@127.0.0.1" in message
+    assert "pip install 'equation-pipeline[postgres]'" in message
+    # A worker given no store at all: one line naming the option and the variable.
+    monkeypatch.delenv("OPTUNA_STORAGE", raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://u:s3cret@127.0.0.1:1")
+    assert cli.main(["worker", "--parent", "0" * 32]) == 2
+    assert capsys.readouterr().err.strip() == "error: --storage: not given and OPTUNA_STORAGE is not set"

@@ -36,7 +36,7 @@ def test_constant_equation_broadcasts(X):
 
 
 def test_variables_are_reported():
-    assert parse("x0*x7 + x0", 10).variables == {0, 7}
+    assert parse("x0*x7 + x0", 10).used == {"x0", "x7"}
 
 
 HOSTILE = {

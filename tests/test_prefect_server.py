@@ -179,7 +179,10 @@ def test_the_prefect_ui_names_task_runs_and_shows_the_report_artifact(served, tr
     run = triggered["runs"][0]
     artifacts = _post(api, "/artifacts/filter", {"flow_runs": {"id": {"any_": [run["id"]]}}})
     assert [a["key"] for a in artifacts] == ["equations-report"]
-    assert "## MLflow parent runs" in artifacts[0]["data"] and "product/cross" in artifacts[0]["data"]
+    report = artifacts[0]["data"]
+    assert "## MLflow" in report and "viewStateShareKey=parents-product" in report  # a link per dataset
+    assert "- **product**: [parent runs, best first]" in report and "cross val_mse" in report
+    assert "## Champions" in report and "`equations-product` (" in report  # each decision names its model
     names = {t["name"] for t in _post(api, "/task_runs/filter", {"flow_runs": {"id": {"any_": [run["id"]]}}})}
     assert {"compare: the report", "dvc commit and push", "promote champions"} <= names
     subflows = _post(api, "/flow_runs/filter", {"flow_runs": {"parent_flow_run_id": {"any_": [run["id"]]}}})

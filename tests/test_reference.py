@@ -7,6 +7,9 @@ import pytest
 
 from pipeline.equations import parse
 from pipeline.reference import (
+    Features,
+    Library,
+    Rows,
     coefficient_error,
     design_matrix,
     floor_mse,
@@ -24,27 +27,32 @@ def split():
     rng = np.random.default_rng(0)
     X = rng.standard_normal((10000, 10))
     y = (2 * X[:, 0] - 3) * (X[:, 1] + 1)
-    return X[:8000], y[:8000], X[8000:], y[8000:]
+    return Rows(X[:8000], y[:8000], X[8000:], y[8000:])
+
+
+SHORTHAND10 = tuple(f"x{i}" for i in range(10))
 
 
 def test_optimum_matches_numpy_lstsq(split):
-    X_train, y_train, X_val, y_val = split
+    X_train, y_train, X_val, y_val = split.X_train, split.y_train, split.X_val, split.y_val
     A = np.hstack([X_train, np.ones((8000, 1))])
     w, *_ = np.linalg.lstsq(A, y_train, rcond=None)
     expected = np.mean((np.hstack([X_val, np.ones((2000, 1))]) @ w - y_val) ** 2)
-    assert optimum_mse(X_train, y_train, X_val, y_val) == pytest.approx(expected, rel=1e-12)
+    assert optimum_mse(split, Features(SHORTHAND10)) == pytest.approx(expected, rel=1e-12)
     # The linear family misses 2*x0*x1, whose variance is 4.
     assert 3.6 < expected < 4.4
 
 
 def test_cross_optimum_is_exact_on_product(split):
-    assert optimum_mse(*split, terms=("x0*x1",)) < 1e-20
+    assert optimum_mse(split, Features(SHORTHAND10, ("x0*x1",))) < 1e-20
 
 
 def test_design_matrix_columns():
     X = np.array([[2.0, 3.0]])
-    np.testing.assert_array_equal(design_matrix(X, ("x0*x1", "x1**2")), [[2, 3, 6, 9, 1]])
-    np.testing.assert_allclose(design_matrix(X, ("x0**2*x1", "sin(x1)"), constant=False), [[2, 3, 12, np.sin(3)]])
+    inputs = ("x0", "x1")
+    np.testing.assert_array_equal(design_matrix(X, Features(inputs, ("x0*x1", "x1**2"))), [[2, 3, 6, 9, 1]])
+    features = Features(inputs, ("x0**2*x1", "sin(x1)"))
+    np.testing.assert_allclose(design_matrix(X, features, constant=False), [[2, 3, 12, np.sin(3)]])
 
 
 def test_symbolic_expansion_of_the_product():
@@ -62,7 +70,7 @@ def test_functions_and_higher_degrees_keep_their_own_names():
 
 
 def test_floor_is_the_noise_of_the_true_equation(split):
-    X_train, y_train, X_val, y_val = split
+    X_val, y_val = split.X_val, split.y_val
     noise = np.random.default_rng(1).normal(0, 0.1, len(y_val))
     equation = parse("(2*x0 - 3)*(x1 + 1)", 10)
     assert floor_mse(equation, X_val, y_val) < 1e-25
@@ -75,9 +83,10 @@ def test_sparse_refit_keeps_the_true_terms_of_a_noisy_sparse_equation():
     X = rng.standard_normal((1000, 15))
     y = 1.5 * X[:, 2] - 0.7 * X[:, 5] + 2 + rng.normal(0, 0.05, 1000)
     terms = tuple(f"x{i}*x{j}" for i in range(15) for j in range(i, 15))
-    dense, *_ = np.linalg.lstsq(design_matrix(X[:800], terms), y[:800], rcond=None)  # every term non-zero
-    names = [f"x{i}" for i in range(15)] + list(terms) + ["1"]
-    sparse = sparse_refit(X[:800], y[:800], X[800:], y[800:], terms, dict(zip(names, dense, strict=True)))
+    features = Features(tuple(f"x{i}" for i in range(15)), terms)
+    dense, *_ = np.linalg.lstsq(design_matrix(X[:800], features), y[:800], rcond=None)  # every term non-zero
+    start = dict(zip(features.names, dense, strict=True))
+    sparse = sparse_refit(Rows(X[:800], y[:800], X[800:], y[800:]), features, start)
     assert sparse.kept == ["x2", "x5", "1"]
     assert abs(sparse.table["x2"] - 1.5) < 0.01 and abs(sparse.table["x5"] + 0.7) < 0.01
     assert abs(sparse.table["1"] - 2) < 0.01
@@ -93,9 +102,16 @@ def test_recovery_scores_and_what_to_change():
         "found": ["x2"], "spurious": ["x0*x1"], "missed": ["x0*x1*x3"], "outside": ["x0*x1*x3"], "coef_error": None,
     }  # fmt: skip
     assert recovery({"x2": -0.98, "x0*x1*x3": 1.01, "1": 0.0}, truth)["coef_error"] == pytest.approx(0.02)
-    assert suggestion("x0*x1*x3", 2) == "`x0*x1*x3` has degree 3: set models.cross.degree to 3"
-    assert suggestion("sin(x1)", 2) == "`sin(x1)`: add sin to models.cross.functions"
-    assert suggestion("exp(-x0**2)", 2) == "`exp(-x0**2)`: list it under models.cross.crosses"
+    now = Library(degree=2, functions=("cos",), powers=(-1.0,))
+    assert suggestion("x0*x1*x3", now) == "`x0*x1*x3` has degree 3: `dvc exp run -S models.cross.degree=3`"
+    assert suggestion("sin(x1)", now) == "`sin(x1)` needs sin(x): `dvc exp run -S 'models.cross.functions=[cos, sin]'`"
+    assert suggestion("r**-2", now, ("m", "r")) == (
+        "`r**-2` needs the power -2: `dvc exp run -S 'models.cross.powers=[-1, -2]'`"
+    )
+    assert suggestion("exp(-x0**2)", now) == (
+        "`exp(-x0**2)` is no library term: `dvc exp run -S 'models.cross.crosses=[exp(-x0**2)]'` "
+        "(a list replaces the automatic library)"
+    )
 
 
 def test_coefficient_error_over_all_terms():

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from pipeline.report import reaches_floor, summary_table, verdict
+from pipeline.report import reaches_floor, verdict
+from pipeline.summary import detail_table
 
 
 def row(val: float, floor: float = 0.0, ood: float | None = None, **extra) -> dict:
@@ -21,15 +22,18 @@ def test_the_floor_is_reached_within_ten_percent_or_one_in_a_million():
 
 
 def test_a_missing_term_is_named_with_what_to_change():
-    hint = "`x0*x1*x3` has degree 3: set models.cross.degree to 3"
+    hint = "`x0*x1*x3` has degree 3: `dvc exp run -S models.cross.degree=3`"
     results = {
         "linear": linear_row(0.82, outside=["x0*x1*x3"]),
         "cross": linear_row(0.82, outside=["x0*x1*x3"], suggestions=[hint]),
         "mlp": row(0.025, ood=3000.0),
     }
     sentence = verdict("triple", results)
-    assert sentence.startswith("**triple**: no family reaches the floor (there is no noise (floor 0)); `mlp` comes")
-    assert "`cross` (val_mse 0.82) cannot express `x0*x1*x3`" in sentence and "set models.cross.degree to 3" in sentence
+    assert sentence.startswith(
+        "**triple**: no family's network reaches the floor (there is no noise (floor 0)); `mlp` comes"
+    )
+    assert "`cross` (val_mse 0.82) cannot express `x0*x1*x3`" in sentence
+    assert "`dvc exp run -S models.cross.degree=3`" in sentence
     assert "The MLP does better than any linear family (val_mse 0.025 against 0.82 for `linear`)" in sentence
     assert "extrapolates" not in sentence  # no family with an equation to compare with out of range
 
@@ -63,6 +67,6 @@ def test_the_table_quotes_equations_as_code_and_shows_no_optimum_for_the_mlp():
             "mlp": row(0.008, true_equation="y = 2.000*x0*x1"),
         }
     }
-    lines = summary_table(results).splitlines()
+    lines = detail_table(results).splitlines()
     assert "| `y = 2.000*x0*x1` | `y = 2.000*x0*x1` |" in lines[2] and "| 1 / 0 / 0 |" in lines[2]
     assert lines[3].startswith("| product | mlp | 0.008 | 0 | 0.008 | - | - |")

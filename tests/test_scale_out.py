@@ -30,17 +30,22 @@ pytestmark = pytest.mark.slow
 N_TRIALS = 24
 
 
+SECRET = "s3cret-Pw-4711"  # the database password: it must appear in no store and no output
+
+
 @pytest.fixture(scope="module")
 def postgres():
-    """A throwaway cluster on 127.0.0.1, a free port, a temp dir; databases `optuna` and `mlflow`."""
-    with throwaway.postgres() as url:
+    """A throwaway cluster on 127.0.0.1, a free port, a temp dir; databases `optuna` and `mlflow`;
+    every connection needs the password."""
+    with throwaway.postgres(password=SECRET) as url:
         yield url
 
 
 @pytest.fixture(scope="module")
 def tracking(postgres):
-    """`mlflow server` on PostgreSQL with proxied artifacts, on loopback."""
-    with throwaway.mlflow_server(f"{postgres}/mlflow") as url:
+    """`mlflow server` on PostgreSQL with proxied artifacts, on loopback; the database password in
+    its environment (PGPASSWORD), not on its command line."""
+    with throwaway.mlflow_server(f"{postgres}/mlflow", env={"PGPASSWORD": SECRET}) as url:
         yield url
 
 
@@ -60,7 +65,8 @@ def test_three_workers_on_postgres_and_a_tracking_server_survive_a_kill(
     mlp["pruner"]["name"] = "none"
     mlp["space"].update(epochs={"low": 300, "high": 400}, width=[16], depth=[2])
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
-    storage = f"{postgres}/optuna"
+    # The password in the URL, as users write it: the stage and the workers must not spread it.
+    storage = f"{postgres}/optuna".replace("postgres@", f"postgres:{SECRET}@")
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "OPTUNA_STORAGE")}
     env |= {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "MLFLOW_TRACKING_URI": tracking,
             "OPTUNA_STORAGE": storage}  # fmt: skip
@@ -80,19 +86,19 @@ def test_three_workers_on_postgres_and_a_tracking_server_survive_a_kill(
             break
     else:
         pytest.fail("the tune stage never asked for workers:\n" + "".join(lines))
-    worker = ["python", "-m", "pipeline", "worker", "--parent", parent_id, "--tracking-uri", tracking,
-              "--storage", storage]  # fmt: skip
+    worker = ["python", "-m", "pipeline", "worker", "--parent", parent_id]  # the stores from the environment
+    logs = [tmp_path / f"worker-{i}.log" for i in range(3)]
     workers = [
         subprocess.Popen(
             worker,
             cwd=tmp_path.joinpath(f"w{i}").mkdir() or tmp_path / f"w{i}",
             env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
         )  # fmt: skip
-        for i in range(3)
+        for i, log in enumerate(logs)
     ]
-    study_name = f"equations/product/mlp/{parent_id}"
+    study_name = study_name_of(parent_id)
     study = optuna.load_study(study_name=study_name, storage=storage)
     client = MlflowClient(tracking)
 
@@ -137,3 +143,25 @@ def test_three_workers_on_postgres_and_a_tracking_server_survive_a_kill(
         "loss_curve.png", "model.pt", "predictions.png", "slice.png", "spec.json"
     ]  # fmt: skip
     assert (repo / "metrics" / "product-mlp.json").exists() and (repo / "plots" / "loss" / "product-mlp.csv").exists()
+    # The password is nowhere: not in what the stage and the workers printed, not in either
+    # database (every table, dumped), not in the stage's outputs.
+    said = "".join(lines) + output + "".join(log.read_text() for log in logs)
+    assert "OPTUNA_STORAGE" in said and SECRET not in said
+    for database in ("mlflow", "optuna"):
+        assert SECRET not in dump(postgres, database), f"the password is stored in the {database} database"
+    assert not [p for p in repo.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]
+
+
+def study_name_of(parent_id: str) -> str:
+    from pipeline.tuning import study_name
+
+    return study_name("equations", "product/mlp", parent_id)
+
+
+def dump(url_prefix: str, database: str) -> str:
+    """Every table of `database` as text (pg_dump --data-only)."""
+    port = url_prefix.rsplit(":", 1)[1]
+    command = [throwaway.pg_bin("pg_dump"), "--data-only", "-h", "127.0.0.1", "-p", port, "-U", "postgres", database]
+    done = subprocess.run(command, capture_output=True, text=True, env=os.environ | {"PGPASSWORD": SECRET}, check=True)
+    assert "COPY public." in done.stdout  # it did dump the tables
+    return done.stdout

@@ -11,7 +11,7 @@ import torch
 from pipeline.data import DatasetSpec, generate
 from pipeline.equations import parse
 from pipeline.models import LinearModel, ModelSpec, Stack, build_model, features
-from pipeline.reference import format_equation, sparse_refit
+from pipeline.reference import Features, Rows, format_equation, sparse_refit
 from pipeline.terms import library
 from pipeline.train import Member, Tensors, TrainSettings, fit, stack_groups
 
@@ -93,7 +93,7 @@ def test_the_trained_weights_read_back_as_exactly_the_true_terms_of_product():
     spec = ModelSpec("cross", terms=library(10))
     model = fit_one(spec, data, lr=0.05, epochs=50, batch_size=32).model
     arrays = [t.double().numpy() for t in (data.X_train, data.y_train, data.X_val, data.y_val)]
-    sparse = sparse_refit(*arrays, spec.terms, model.coefficients())
+    sparse = sparse_refit(Rows(*arrays), Features(model.variables, spec.terms), model.coefficients())
     assert sparse.kept == ["x0", "x1", "x0*x1", "1"]
     assert format_equation(sparse.table) == "y = 2.000*x0 - 3.000*x1 + 2.000*x0*x1 - 3.000"
     assert format_equation(sparse.table, digits=1) == "y = 2.0*x0 - 3.0*x1 + 2.0*x0*x1 - 3.0"
@@ -225,8 +225,10 @@ def test_padding_leaves_a_narrow_shallow_member_exactly_itself():
 @pytest.mark.parametrize("depths, widths", [((0, 0), (0, 0)), ((2, 3), (8, 16))])
 def test_the_written_out_backward_equals_autograd(depths, widths):
     family = "mlp" if depths[0] else "cross"
-    specs = [ModelSpec(family, terms=("x0*x1",) if family == "cross" else (), depth=d, width=w)
-             for d, w in zip(depths, widths, strict=True)]
+    specs = [
+        ModelSpec(family, terms=("x0*x1",) if family == "cross" else (), depth=d, width=w)
+        for d, w in zip(depths, widths, strict=True)
+    ]
     stack = Stack(specs, 3, [torch.Generator().manual_seed(s) for s in range(2)])
     x, d_prediction = stack.features(torch.randn(2, 7, 3)), torch.randn(2, 7)
     grad, inputs = torch.empty_like(stack.flat), []

@@ -25,7 +25,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _pg_bin(name: str) -> str:
+def pg_bin(name: str) -> str:
     found = shutil.which(name) or next(iter(sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))), None)
     if not found:
         raise FileNotFoundError(f"{name} not found: `apt-get install postgresql`")
@@ -38,19 +38,27 @@ def _as_postgres_user(args: list[str]) -> list[str]:
 
 
 @contextlib.contextmanager
-def postgres(databases: tuple[str, ...] = ("optuna", "mlflow")) -> Iterator[str]:
-    """A cluster on 127.0.0.1 and a free port, with `databases`; yields its SQLAlchemy URL prefix."""
+def postgres(databases: tuple[str, ...] = ("optuna", "mlflow"), password: str | None = None) -> Iterator[str]:
+    """A cluster on 127.0.0.1 and a free port, with `databases`; yields its SQLAlchemy URL prefix
+    (without the password: with one, clients give it, PGPASSWORD or in their URL)."""
     import psycopg2
 
     base = Path(tempfile.mkdtemp(prefix="equations-pg-"))
     os.chmod(base, 0o777)
     data, port = base / "data", free_port()
-    init = [_pg_bin("initdb"), "-D", str(data), "-U", "postgres", "-A", "trust"]
+    init = [pg_bin("initdb"), "-D", str(data), "-U", "postgres", "-A", "trust"]
+    if password:  # every connection must then give it (scram-sha-256), over TCP as through the socket
+        (base / "pw").write_text(password + "\n")
+        os.chmod(base / "pw", 0o644)
+        init = [*init[:-2], "-A", "scram-sha-256", "--pwfile", str(base / "pw")]
     subprocess.run(_as_postgres_user(init), check=True, capture_output=True)
-    ctl = [_pg_bin("pg_ctl"), "-D", str(data), "-o", f"-p {port} -h 127.0.0.1 -k {base}", "-l", str(base / "log")]
+    (base / "pw").unlink(missing_ok=True)
+    ctl = [pg_bin("pg_ctl"), "-D", str(data), "-o", f"-p {port} -h 127.0.0.1 -k {base}", "-l", str(base / "log")]
     subprocess.run(_as_postgres_user([*ctl, "-w", "start"]), check=True, capture_output=True)
     try:
-        connection = psycopg2.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres")
+        connection = psycopg2.connect(
+            host="127.0.0.1", port=port, user="postgres", dbname="postgres", password=password
+        )
         connection.autocommit = True  # CREATE DATABASE cannot run in a transaction
         with connection.cursor() as cursor:
             for database in databases:
@@ -63,8 +71,9 @@ def postgres(databases: tuple[str, ...] = ("optuna", "mlflow")) -> Iterator[str]
 
 
 @contextlib.contextmanager
-def mlflow_server(backend_url: str, timeout_s: float = 180) -> Iterator[str]:
-    """`mlflow server` with its runs in `backend_url` and proxied artifacts in a temp dir; yields its URL."""
+def mlflow_server(backend_url: str, timeout_s: float = 180, env: dict[str, str] | None = None) -> Iterator[str]:
+    """`mlflow server` with its runs in `backend_url` and proxied artifacts in a temp dir; yields its
+    URL. `env` adds to its environment (PGPASSWORD: the database password off its command line)."""
     import httpx
 
     base = Path(tempfile.mkdtemp(prefix="equations-mlflow-"))
@@ -73,7 +82,8 @@ def mlflow_server(backend_url: str, timeout_s: float = 180) -> Iterator[str]:
                "--artifacts-destination", (base / "artifacts").as_uri(), "--host", "127.0.0.1",
                "--port", url.rsplit(":", 1)[1]]  # fmt: skip
     with open(base / "server.log", "w") as log:
-        server = subprocess.Popen(command, cwd=base, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        server = subprocess.Popen(command, cwd=base, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                  env=os.environ | (env or {}))  # fmt: skip
         try:
             deadline = time.monotonic() + timeout_s
             while True:

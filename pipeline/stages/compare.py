@@ -8,11 +8,12 @@ plot tables) and writes `reports/`: `summary.md` (verdicts and table), `comparis
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
 
-from pipeline import plots, reference, report, terms
+from pipeline import evaluation, plots, reference, report, summary, terms
 from pipeline.config import Params
 from pipeline.data import DatasetSpec
 from pipeline.families import FAMILIES
@@ -27,32 +28,40 @@ def compare(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict[str, dict]] = {}
-    images = ["comparison.png"]
+    figures = []
     for dataset in params.datasets:
-        results[dataset] = _dataset_results(params, dirs, dataset, out_dir / f"{dataset}.png")
-        images.append(f"{dataset}.png")
+        results[dataset], figure = _dataset_results(params, dirs, dataset)
+        figures.append(figure)
     _remove_stale_plots(params, dirs, progress)
+    images = ["comparison.png", *report.plot_datasets(out_dir, figures, progress)]
     report.plot_comparison(out_dir / "comparison.png", results)
     (out_dir / "comparison.json").write_text(json.dumps(results, indent=2) + "\n")
-    report.write_summary(out_dir / "summary.md", results, images)
-    _log_report(params, out_dir, tags or {})
+    summary.write_summary(out_dir, results, images)
+    _log_report(params, out_dir, tags or {}, progress)
     progress(f"report written to {out_dir / 'summary.md'}")
     return results
 
 
-def _dataset_results(params: Params, dirs: OutputDirs, dataset: str, figure: Path) -> dict[str, dict]:
-    """Each family's entry for one dataset; its figure (every family on the same axes) into `figure`."""
+def _dataset_results(params: Params, dirs: OutputDirs, dataset: str) -> tuple[dict[str, dict], report.DatasetFigure]:
+    """Each family's entry for one dataset, and its figure (every family on the same axes)."""
     spec = specs.dataset_spec(params, dataset)
-    truth = reference.true_coefficients(spec.equation)
+    truth = reference.true_coefficients(spec.equation, spec.positive)
     by_family, predictions, slices = {}, {}, {}
+    digest = hashlib.md5(repr((dataset, evaluation.slice_bands(spec), _FIGURE_CODE)).encode())
     for family in FAMILIES:
         outputs = dirs.of(dataset, family)
         by_family[family] = _entry(params, outputs, spec, family, truth)
         table = plots.read_table(outputs.predictions)
         predictions[family] = (table["y_true"], table["y_pred"])
         slices[family] = plots.read_table(outputs.slice)
-    report.plot_dataset(figure, dataset, predictions, slices, (spec.ood_low, spec.ood_high))
-    return by_family
+        for path in (outputs.predictions, outputs.slice):
+            digest.update(path.read_bytes())
+    figure = report.DatasetFigure(dataset, digest.hexdigest(), predictions, slices, evaluation.slice_bands(spec))
+    return by_family, figure
+
+
+# The code that draws a figure is part of what it is drawn from: a change of style redraws them all.
+_FIGURE_CODE = hashlib.md5(Path(plots.__file__).read_bytes() + Path(report.__file__).read_bytes()).hexdigest()
 
 
 def _entry(params: Params, outputs: TuneOutputs, spec: DatasetSpec, family: str, truth: dict | None) -> dict:
@@ -62,13 +71,15 @@ def _entry(params: Params, outputs: TuneOutputs, spec: DatasetSpec, family: str,
     entry = read_metrics(outputs.metrics)
     equation = outputs.model_dir / "equation.txt"
     entry["equation"] = equation.read_text().strip() if equation.exists() else None
-    entry["true_equation"] = reference.format_equation(truth) if truth else f"y = {spec.equation.text}"
-    entry |= _context(params, dataset, family, truth)
+    variables = spec.equation.variables
+    entry["true_equation"] = reference.format_equation(truth, variables) if truth else f"y = {spec.equation.text}"
+    entry |= _context(params, dataset, entry, truth)
     found = outputs.model_dir / "recovery.json"
     if found.exists():
-        entry["recovery"] = json.loads(found.read_text())
-        degree = params.models.cross.degree
-        entry["recovery"]["suggestions"] = [reference.suggestion(t, degree) for t in entry["recovery"]["outside"]]
+        entry["recovery"] = recovery = json.loads(found.read_text())
+        cross = params.models.cross
+        now = reference.Library(cross.degree, tuple(cross.functions), tuple(cross.powers))
+        recovery["suggestions"] = [reference.suggestion(t, now, variables) for t in recovery["outside"]]
     return entry
 
 
@@ -83,29 +94,43 @@ def _remove_stale_plots(params: Params, dirs: OutputDirs, progress: Callable) ->
                 progress(f"removed {table}: its dataset is no longer in params.yaml")
 
 
-def _context(params: Params, dataset: str, family: str, truth: dict | None) -> dict:
+def _context(params: Params, dataset: str, entry: dict, truth: dict | None) -> dict:
     """What the verdicts need to know of a dataset beside the scores: rows, features, noise, shape."""
     cfg = params.datasets[dataset]
     n_train = cfg.n_samples - max(1, round(cfg.n_samples * cfg.val_fraction))  # as `data.generate` splits
-    n_terms = len(specs.terms_for(params, cfg.n_features)) if family == "cross" else 0
-    linear = truth is not None and all(name == terms.CONSTANT or terms.degree_of(name) == 1 for name in truth)
+    inputs = cfg.inputs
+    linear = truth is not None and all(name == terms.CONSTANT or terms.degree_of(name, inputs) == 1 for name in truth)
     return {
         "n_train": n_train,
-        "n_inputs": cfg.n_features,
-        "n_model_features": cfg.n_features + n_terms if family != "mlp" else None,
+        "n_inputs": len(inputs),
+        # A linear family's parameters: one weight per feature (inputs and terms) and a bias.
+        "n_model_features": int(entry["n_parameters"]) - 1 if "optimum_mse" in entry else None,
         "noise": cfg.noise,
+        "noise_relative": cfg.noise_relative,
         # Linear in its inputs: straight-line extrapolation is then exactly right.
         "linear_truth": linear,
     }
 
 
-def _log_report(params: Params, out_dir: Path, tags: dict[str, str]) -> None:
+def _log_report(params: Params, out_dir: Path, tags: dict[str, str], progress: Callable) -> None:
     """The report as one MLflow run (tag role=report) beside the parent runs it summarises."""
-    from pipeline.tracking import Tracker, commit_tags
+    from pipeline.tracking import Tracker, commit_tags, runs_link, ui_base
 
-    tracker = Tracker(params.tracking.mlflow_tracking_uri(), params.tracking.experiment, tags=commit_tags() | tags)
-    with tracker.run("report", {"role": "report"}) as run_id:
+    uri = params.tracking.mlflow_tracking_uri()
+    tracker = Tracker(uri, params.tracking.experiment, tags=commit_tags() | tags)
+    tracker.save_views(list(params.datasets))
+    # Its description links each dataset's parent runs (relative links: any host of the UI), as
+    # many as MLflow's 8,000 characters of a tag hold.
+    note = "The report: `summary.md` and the figures, under Artifacts. Parent runs by dataset:"
+    for n, dataset in enumerate(params.datasets):
+        link = f" [{dataset}]({runs_link('', tracker.experiment_id, dataset).lstrip('/')})"
+        if len(note) + len(link) > 7_900:
+            note += f" and {len(params.datasets) - n} more (their parent runs: filter on tags.dataset)."
+            break
+        note += link
+    with tracker.run("report", {"role": "report", "mlflow.note.content": note}) as run_id:
         tracker.log_artifacts(run_id, sorted(out_dir.iterdir()))
+    progress(f"MLflow, the parent runs best first: {runs_link(ui_base(uri), tracker.experiment_id)}")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -47,21 +47,28 @@ def tune(
     plan = Plan(
         source=source,
         data_spec=specs.dataset_spec(params, source.name),
-        jobs={family: tuning_job(params, family, dataset.n_features) for family in outputs},
+        jobs={family: tuning_job(params, family, source.name, dataset) for family in outputs},
         outputs=outputs,
         facts={family: facts(params, source.name, family) for family in outputs},
     )
     return tune_dataset(plan, dataset, specs.stores(params), workers, progress, tags)
 
 
-def model_spec(params: Params, family: str, n_features: int) -> ModelSpec:
+def model_spec(params: Params, family: str, dataset: str, proposed: tuple[str, ...] = ()) -> ModelSpec:
+    """The family's architecture on a dataset; `proposed`: terms proposed from its data (cross)."""
     from pipeline.models import ModelSpec
 
+    cfg, mlp = params.datasets[dataset], params.models.mlp
+    variables = tuple(cfg.variables) if cfg.variables is not None else ()
     if family == "cross":
-        return ModelSpec("cross", terms=specs.terms_for(params, n_features))
+        library = specs.terms_for(params, dataset)
+        terms = library + tuple(term for term in proposed if term not in library)
+        return ModelSpec("cross", terms=terms, variables=variables)
     if family == "mlp":
-        return ModelSpec("mlp", depth=params.models.mlp.depth, width=params.models.mlp.width)
-    return ModelSpec(family)
+        positive = specs.dataset_spec(params, dataset).positive
+        logs = tuple(name for name in variables if name in positive)
+        return ModelSpec("mlp", depth=mlp.depth, width=mlp.width, variables=variables, log_inputs=logs)
+    return ModelSpec(family, variables=variables)
 
 
 def search_space(cfg: TuningConfig) -> SearchSpace:
@@ -90,26 +97,42 @@ def study_settings(cfg: TuningConfig) -> StudySettings:
     )
 
 
-def tuning_job(params: Params, family: str, n_features: int) -> TuningJob:
+def tuning_job(params: Params, family: str, name: str, dataset: data.Dataset) -> TuningJob:
     from pipeline.tune import TuningJob
 
-    cfg = params.tuning[family]
+    cfg, declared = params.tuning[family], params.datasets[name].variables is not None
     return TuningJob(
-        spec=model_spec(params, family, n_features),
+        spec=model_spec(params, family, name, proposed_terms(params, name, dataset) if family == "cross" else ()),
         space=search_space(cfg),
         settings=study_settings(cfg),
         batch=cfg.trials_per_batch,
         device=params.training.device,
         threads=params.training.threads,
+        # Declared (physical) quantities train standardised; the shorthand's N(0, 1) inputs need not.
+        standardize=declared,
     )
+
+
+def proposed_terms(params: Params, name: str, dataset: data.Dataset) -> tuple[str, ...]:
+    """Terms proposed from the training rows (`pipeline.proposals`), when the library is `auto`."""
+    cross = params.models.cross
+    if cross.crosses != "auto" or not cross.proposals:
+        return ()
+    from pipeline.proposals import propose
+
+    return propose(dataset.X_train, dataset.y_train, params.datasets[name].inputs, tuple(cross.functions))
 
 
 def facts(params: Params, dataset: str, family: str) -> dict[str, str]:
     """What the parent run's params say beside the best trial's: the dataset and the tuning budget."""
     cfg, tuning = params.datasets[dataset], params.tuning[family]
+    variables = {name: v.model_dump(exclude_none=True) for name, v in (cfg.variables or {}).items()}
     return {
         "dataset.equation": cfg.equation,
-        "dataset.n_features": cfg.n_features,
+        "dataset.inputs": ", ".join(cfg.inputs) if variables else f"x0..x{len(cfg.inputs) - 1}",
+        "dataset.variables": json.dumps(variables) if variables else "x0..x{n-1} ~ N(0, 1)",
+        "dataset.n_features": len(cfg.inputs),
+        "dataset.noise_relative": cfg.noise_relative,
         "dataset.n_samples": cfg.n_samples,
         "dataset.noise": cfg.noise,
         "dataset.seed": cfg.seed,
@@ -118,7 +141,17 @@ def facts(params: Params, dataset: str, family: str) -> dict[str, str]:
         "tuning.sampler": f"TPE, seed {tuning.sampler_seed}, constant_liar",
         "tuning.pruner": tuning.pruner.name,
         "tuning.space": json.dumps(tuning.space.model_dump(exclude_none=True)),
+        # Every other value of params.yaml this family's training read, so two runs that differ
+        # only in, say, models.cross.degree differ in their params too.
+        **{f"models.{family}.{k}": _value(v) for k, v in params.models.model_dump()[family].items()},
+        **{f"tuning.{k}": _value(v) for k, v in tuning.model_dump(exclude={"space", "pruner"}).items()},
+        **{f"tuning.pruner.{k}": _value(v) for k, v in tuning.pruner.model_dump().items()},
+        **{f"training.{k}": _value(v) for k, v in params.training.model_dump().items()},
     }
+
+
+def _value(value: object) -> str:
+    return json.dumps(value) if isinstance(value, list | dict) else str(value)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

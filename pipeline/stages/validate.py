@@ -1,13 +1,20 @@
-"""Stage `validate`: params.yaml checked, before any other stage can remove its outputs.
+"""Stage `validate`: params.yaml checked, before any other stage can remove its outputs, and split
+into the pieces each stage reads.
 
 DVC removes a stage's outputs before it runs the stage, so every stage depends on this one's
-output: a params.yaml mistake stops `dvc repro` here, with the key and the value. The output is
-the same text whenever params.yaml is valid, so it never makes another stage rerun.
+output: a params.yaml mistake stops `dvc repro` here, with the key and the value. Into `checks/`
+it writes `params.txt` (the same text whenever params.yaml is valid), one file per dataset
+(`datasets/<name>.json`, what `generate` and `tune` read of it, defaults filled in), `tune.json`
+(models, training, tuning, tracking) and `compare.json`. Each file is rewritten only when its
+content changes, so a stage reruns exactly when what it reads changes. Stages depend on these small
+files rather than on params.yaml itself: DVC parses a params file once for every stage that lists
+it, which at a hundred datasets cost 19 s of every `dvc status`.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from pipeline.config import Params
@@ -20,15 +27,33 @@ VALID = (
 
 
 def validate(params: Params, out: Path) -> None:
-    """`params` were validated when they were loaded; record that in `out`."""
+    """`params` were validated when they were loaded; record that, and each stage's piece, in `out`."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if not out.is_file() or out.read_text() != VALID:  # unchanged: not even its mtime moves
-        out.write_text(VALID)
+    _write(out / "params.txt", VALID)
+    datasets = {name: cfg.model_dump(mode="json") for name, cfg in params.datasets.items()}
+    for name, cfg in datasets.items():
+        _write(out / "datasets" / f"{name}.json", _json({"dataset": cfg}))
+    for stale in sorted((out / "datasets").glob("*.json")):
+        if stale.stem not in datasets:
+            stale.unlink()
+    tune = params.model_dump(mode="json", include={"models", "training", "tuning", "tracking"})
+    _write(out / "tune.json", _json(tune))
+    _write(out / "compare.json", _json({"datasets": datasets, "cross": params.models.cross.model_dump(mode="json")}))
+
+
+def _json(content: dict) -> str:
+    return json.dumps(content, indent=1, sort_keys=True) + "\n"
+
+
+def _write(path: Path, text: str) -> None:
+    """Write `text` unless the file holds it already (then not even its mtime moves)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.is_file() or path.read_text() != text:
+        path.write_text(text)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, help="file to write when params.yaml is valid (the DVC stage's out)")
+    parser.add_argument("--out", type=Path, help="folder to write when params.yaml is valid (the DVC stage's out)")
 
 
 def main(args: argparse.Namespace, params: Params) -> None:
