@@ -15,6 +15,12 @@ loudly if any name used here disappears. Each use says why, and what would repla
 - `record_user_attrs`: user attributes of a trial that may have finished already (the recorder
   process learns a trial's MLflow run id while or after it trains; `set_user_attr` refuses a
   finished trial). Would be replaced by a public way to annotate finished trials.
+- `reset_session`: after Ctrl-C or SIGTERM. Optuna's storage rolls its session back on an
+  `Exception` but not on a `KeyboardInterrupt` (SIGTERM becomes one, see `pipeline.cli`): a signal
+  that lands inside a write leaves the thread's session in its transaction, holding SQLite's write
+  lock, and every later call fails, so the trials of the batch could not be told FAIL. Removing
+  the scoped session (`RDBStorage.scoped_session`) rolls it back. Would be replaced by Optuna
+  rolling back on any exception.
 """
 
 from __future__ import annotations
@@ -32,6 +38,14 @@ def trial_id(trial: optuna.Trial) -> int:
 
 def storage_of(study: optuna.Study) -> optuna.storages.BaseStorage:
     return study._storage
+
+
+def reset_session(study: optuna.Study) -> None:
+    """Roll back and drop this thread's storage session (relational storages; a no-op elsewhere)."""
+    storage = storage_of(study)
+    backend = getattr(storage, "_backend", storage)
+    if isinstance(backend, optuna.storages.RDBStorage):
+        backend.scoped_session.remove()
 
 
 def record_curve(study: optuna.Study, trial: optuna.Trial, values: list[float]) -> None:

@@ -248,6 +248,7 @@ def interrupted(study: optuna.Study, trials: list[optuna.Trial], announced: set[
 def _fail_running(study: optuna.Study, trials: list[optuna.Trial]) -> list[optuna.Trial]:
     """Tell FAIL those of `trials` still RUNNING; return them."""
     try:
+        optuna_private.reset_session(study)  # the signal may have landed inside a write
         running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
     except Exception:  # the storage is gone: leave them to the next run's cleanup (liveness)
         return []
@@ -255,11 +256,24 @@ def _fail_running(study: optuna.Study, trials: list[optuna.Trial]) -> list[optun
     for trial in trials:
         if trial.number in running:
             try:
-                study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+                tell_fail(study, trial)
                 failed.append(trial)
             except Exception:  # leave the rest to the next run's cleanup
                 pass
     return failed
+
+
+def tell_fail(study: optuna.Study, trial: optuna.Trial, attempts: int = 5) -> None:
+    """Tell FAIL, retrying a busy store a few times: an interruption comes at any moment, also
+    while another process holds SQLite's write lock, and a trial left RUNNING waits for cleanup."""
+    for attempt in range(attempts):
+        try:
+            study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            return
+        except Exception:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 def run_batch(
@@ -339,14 +353,15 @@ class _Batch:
         """Tell FAIL every trial not yet told, with the curve it had reached (it was interrupted);
         all of them first, then `on_trial` for each, so that an error there leaves none RUNNING."""
         unfinished = [member for member in range(len(self.trials)) if member not in self.told]
+        optuna_private.reset_session(self.study)  # the signal may have landed inside a write
         for member in unfinished:
             trial = self.trials[member]
-            try:
+            try:  # the attributes and the curve are a courtesy; leaving no trial RUNNING is not
                 self.attach(trial)
-            except Exception:  # the attributes are a courtesy; leaving no trial RUNNING is not
+                optuna_private.record_curve(self.study, trial, self.reported[member])
+            except Exception:
                 pass
-            optuna_private.record_curve(self.study, trial, self.reported[member])
-            self.study.tell(trial, state=TrialState.FAIL)
+            tell_fail(self.study, trial)
         for member in unfinished if self.on_trial is not None else ():
             trial, history = self.trials[member], History(self.trained[member], self.reported[member])
             self.on_trial(TrialOutcome(trial.number, trial_params(trial), history, "FAIL"))

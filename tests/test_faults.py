@@ -195,7 +195,9 @@ def test_sigterm_fails_the_trials_and_ends_every_run(tmp_path, default_params_ra
         curve = {m.step: m.value for m in client.get_metric_history(r.info.run_id, "val_loss")}
         trial = mlp.trials[int(r.data.tags["trial"])]
         assert curve == pytest.approx({e: trial.intermediate_values[e] for e in curve})
-        assert max(curve) == len(trial.intermediate_values) - 1 and 0 in curve  # to the epoch it was stopped at
+        # To the epoch it was stopped at (none, when SIGTERM came before its first epoch ended).
+        assert (max(curve) if curve else -1) == len(trial.intermediate_values) - 1
+        assert 0 in curve or not trial.intermediate_values
     assert "Traceback" not in output
 
 

@@ -32,6 +32,8 @@ def test_optuna_is_a_pinned_version_and_has_the_private_names_we_use(tmp_path):
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'o.db'}")
     trial = study.ask()
     assert isinstance(trial._trial_id, int) and isinstance(study._storage, optuna.storages.BaseStorage)
+    backend = getattr(study._storage, "_backend", study._storage)
+    assert callable(backend.scoped_session.remove)  # optuna_private.reset_session
 
 
 def test_prefect_is_a_pinned_version_and_has_the_private_names_we_use():
