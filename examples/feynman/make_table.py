@@ -62,7 +62,11 @@ def params(csv_path: Path) -> dict:
         "models": models,
         "training": base["training"],
         "tuning": base["tuning"],
-        "tracking": {"mlflow_uri": "sqlite:///mlflow.db", "experiment": "feynman", "optuna_storage": "sqlite:///optuna.db"},
+        "tracking": {
+            "mlflow_uri": "sqlite:///mlflow.db",
+            "experiment": "feynman",
+            "optuna_storage": "sqlite:///optuna.db",
+        },
     }
 
 
