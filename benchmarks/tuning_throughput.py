@@ -106,8 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     dataset = datasets.generate(specs.dataset_spec(params, args.dataset))
     data = Tensors.from_arrays(dataset.X_train, dataset.y_train, dataset.X_val, dataset.y_val, params.training.device)
     results = {}
-    print(f"dataset {args.dataset}, device {params.training.device}, {torch.get_num_threads()} thread(s), "
-          f"medians of {args.repeats}")
+    print(
+        f"dataset {args.dataset}, device {params.training.device}, {torch.get_num_threads()} thread(s), "
+        f"medians of {args.repeats}"
+    )
     print(f"{'family':8} {'trials':>6} {'batch':>5} {'one at a time':>16} {'batched':>14} {'ratio':>7}")
     for family in args.families:
         r = results[family] = measure(params, family, data, args.repeats, args.dataset)
