@@ -219,3 +219,19 @@ def test_the_report_s_advice_and_the_documented_degree_3_command_work(repo):
     output = sh(root, "dvc", "exp", "run", "-S", "models.cross.degree=3", "-S", "models.cross.functions=[sin]")
     assert "Running stage 'tune@cubic'" in output
     assert yaml.safe_load((root / "params.yaml").read_text())["models"]["cross"]["functions"] == ["sin"]
+    # The headline is the cross network's own score, the equation read back from it a second one,
+    # in the metrics, the report and MLflow alike.
+    cross = json.loads((root / "metrics" / "product-cross.json").read_text())
+    assert cross["val_mse"] != cross["recovered_val_mse"]
+    summary = (root / "reports" / "summary.md").read_text()
+    from pipeline.report import _num as _number  # the report's own number format
+
+    assert _number(cross["val_mse"]) in summary and _number(cross["recovered_val_mse"]) in summary
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("equations").experiment_id
+    parents = "tags.role = 'parent' and tags.dataset = 'product' and tags.model = 'cross'"
+    (run,) = client.search_runs([experiment], parents, order_by=["attributes.start_time DESC"], max_results=1)
+    assert run.data.metrics["val_mse"] == pytest.approx(cross["val_mse"], rel=1e-9)
+    assert f"the network's val_mse {cross['val_mse']:.3g}" in run.data.tags["mlflow.note.content"]
+    assert run.data.params["models.cross.degree"] == "3" and run.data.params["models.cross.functions"] == '["sin"]'
+    assert run.data.tags["dvc_exp_name"]  # which DVC experiment made it

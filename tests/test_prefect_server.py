@@ -199,6 +199,10 @@ def test_the_prefect_ui_names_task_runs_and_shows_the_report_artifact(served, tr
         page.get_by_text("Artifacts", exact=True).first.click()
         page.get_by_text("equations-report", exact=False).first.wait_for()
         shoot(page, "prefect-artifact.png", tmp_path)
+        page.goto(f"{ui}/artifacts/artifact/{artifacts[0]['id']}")  # the report itself, rendered
+        page.get_by_text("parent runs, best first", exact=False).first.wait_for()
+        page.wait_for_timeout(1000)
+        shoot(page, "prefect-artifact-report.png", tmp_path, full_page=True)
         page.goto(f"{ui}/runs/flow-run/{tune_models['id']}")  # the subflow that tunes every dataset
         page.get_by_text("Task Runs", exact=True).first.click()
         page.get_by_text("tune product: linear, cross, mlp", exact=False).first.wait_for()

@@ -51,6 +51,37 @@ def mlflow_server(store: Path) -> Iterator[str]:
             server.wait(timeout=30)
 
 
+@contextlib.contextmanager
+def optuna_dashboard(store: Path) -> Iterator[str]:
+    url = f"http://127.0.0.1:{free_port()}"
+    command = [str(BIN / "optuna-dashboard"), f"sqlite:///{store.resolve()}", "--host", "127.0.0.1",
+               "--port", url.rsplit(":", 1)[1]]  # fmt: skip
+    with tempfile.TemporaryFile() as log:
+        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 120
+            while not _up(f"{url}/dashboard/"):
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError("optuna-dashboard did not start")
+                time.sleep(0.5)
+            yield url
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=30)
+
+
+def shoot_studies(browser, url: str, dataset: str, path: Path) -> None:
+    """The study list, searched for one dataset's studies."""
+    page = browser.new_page(viewport={"width": 1600, "height": 700})
+    page.set_default_timeout(90_000)
+    page.goto(f"{url}/dashboard/")
+    page.get_by_placeholder("Search study").fill(f"{dataset}/")
+    page.get_by_text(f"{dataset}/mlp #", exact=False).first.wait_for()
+    time.sleep(1)
+    page.screenshot(path=str(path))
+    page.close()
+
+
 def _up(url: str) -> bool:
     try:
         return httpx.get(url, timeout=2).status_code == 200
@@ -114,6 +145,9 @@ def main() -> None:
             print(f"{args.out / (args.prefix + name)}: {link}")
         shoot_report(browser, args.repo / "reports" / "summary.md", args.out / f"{args.prefix}report.png")
         print(args.out / f"{args.prefix}report.png")
+        with optuna_dashboard(args.repo / "optuna.db") as dashboard:
+            shoot_studies(browser, dashboard, args.dataset, args.out / f"{args.prefix}optuna-search.png")
+        print(args.out / f"{args.prefix}optuna-search.png")
         browser.close()
 
 
