@@ -33,22 +33,29 @@ BIN = Path(sys.executable).parent
 
 
 @contextlib.contextmanager
-def mlflow_server(store: Path) -> Iterator[str]:
-    url = f"http://127.0.0.1:{free_port()}"
-    command = [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{store}", "--host", "127.0.0.1",
-               "--port", url.rsplit(":", 1)[1]]  # fmt: skip
+def served(command: list[str], health: str, what: str) -> Iterator[None]:
+    """`command` running in a process group of its own until the block ends, once `health` answers."""
     with tempfile.TemporaryFile() as log:
         server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             deadline = time.monotonic() + 120
-            while not _up(f"{url}/health"):
+            while not _up(health):
                 if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError("mlflow server did not start")
+                    raise RuntimeError(f"{what} did not start")
                 time.sleep(0.5)
-            yield url
+            yield
         finally:
             os.killpg(server.pid, signal.SIGTERM)
             server.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def mlflow_server(store: Path) -> Iterator[str]:
+    url = f"http://127.0.0.1:{free_port()}"
+    command = [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{store}", "--host", "127.0.0.1",
+               "--port", url.rsplit(":", 1)[1]]  # fmt: skip
+    with served(command, f"{url}/health", "mlflow server"):
+        yield url
 
 
 @contextlib.contextmanager
@@ -56,18 +63,8 @@ def optuna_dashboard(store: Path) -> Iterator[str]:
     url = f"http://127.0.0.1:{free_port()}"
     command = [str(BIN / "optuna-dashboard"), f"sqlite:///{store.resolve()}", "--host", "127.0.0.1",
                "--port", url.rsplit(":", 1)[1]]  # fmt: skip
-    with tempfile.TemporaryFile() as log:
-        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            deadline = time.monotonic() + 120
-            while not _up(f"{url}/dashboard/"):
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError("optuna-dashboard did not start")
-                time.sleep(0.5)
-            yield url
-        finally:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=30)
+    with served(command, f"{url}/dashboard/", "optuna-dashboard"):
+        yield url
 
 
 def shoot_studies(browser, url: str, dataset: str, path: Path) -> None:
