@@ -46,8 +46,8 @@ def _dataset_results(params: Params, dirs: OutputDirs, dataset: str) -> tuple[di
     """Each family's entry for one dataset, and its figure (every family on the same axes)."""
     spec = specs.dataset_spec(params, dataset)
     truth = reference.true_coefficients(spec.equation, spec.positive)
-    by_family, predictions, slices = {}, {}, {}
-    digest = hashlib.md5(repr((dataset, evaluation.slice_bands(spec), _FIGURE_CODE)).encode())
+    by_family, predictions, slices, bands = {}, {}, {}, evaluation.slice_bands(spec)
+    digest = hashlib.md5(repr((dataset, bands, _FIGURE_CODE)).encode())
     for family in FAMILIES:
         outputs = dirs.of(dataset, family)
         by_family[family] = _entry(params, outputs, spec, family, truth)
@@ -56,7 +56,7 @@ def _dataset_results(params: Params, dirs: OutputDirs, dataset: str) -> tuple[di
         slices[family] = plots.read_table(outputs.slice)
         for path in (outputs.predictions, outputs.slice):
             digest.update(path.read_bytes())
-    figure = report.DatasetFigure(dataset, digest.hexdigest(), predictions, slices, evaluation.slice_bands(spec))
+    figure = report.DatasetFigure(dataset, digest.hexdigest(), predictions, slices, bands)
     return by_family, figure
 
 
