@@ -10,27 +10,20 @@ import yaml
 from conftest import ROOT, shrink
 
 
+def benchmark(script: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run benchmarks/<script> with `args` in this interpreter; its output captured."""
+    command = [sys.executable, str(ROOT / "benchmarks" / script), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+
 def test_throughput_benchmark_trains_the_same_trials_both_ways(tmp_path, default_params_raw):
     small = shrink(default_params_raw)
     for tuning in small["tuning"].values():
         tuning["n_trials"], tuning["trials_per_batch"] = 6, 3
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(small))
     out = tmp_path / "throughput.json"
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "tuning_throughput.py"),
-            "--params",
-            str(tmp_path / "params.yaml"),
-            "--repeats",
-            "2",
-            "--json",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = benchmark("tuning_throughput.py", "--params", str(tmp_path / "params.yaml"), "--repeats", "2",
+                       "--json", str(out))  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     numbers = json.loads(out.read_text())
     assert set(numbers) == {"linear", "cross", "mlp"}
@@ -46,24 +39,7 @@ def test_throughput_benchmark_trains_the_same_trials_both_ways(tmp_path, default
 
 def test_stack_scaling_benchmark_measures_each_batch_size_against_a_stack_of_one(tmp_path, default_params_raw):
     out = tmp_path / "scaling.json"
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "stack_scaling.py"),
-            "--sizes",
-            "1",
-            "8",
-            "--epochs",
-            "2",
-            "--repeats",
-            "2",
-            "--json",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = benchmark("stack_scaling.py", "--sizes", "1", "8", "--epochs", "2", "--repeats", "2", "--json", str(out))
     assert result.returncode == 0, result.stderr[-2000:]
     numbers = json.loads(out.read_text())
     batch_sizes = default_params_raw["tuning"]["mlp"]["space"]["batch_size"]
@@ -80,11 +56,6 @@ def test_stack_scaling_benchmark_measures_each_batch_size_against_a_stack_of_one
 
 
 def test_stack_scaling_benchmark_refuses_sizes_without_the_baseline():
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "stack_scaling.py"), "--sizes", "4", "8"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = benchmark("stack_scaling.py", "--sizes", "4", "8", timeout=60)
     assert result.returncode == 2
     assert "--sizes [4, 8]: must hold 1" in result.stderr
