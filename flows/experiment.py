@@ -28,7 +28,7 @@ from pipeline.data import DatasetRef, file_md5, locked_md5
 from pipeline.families import FAMILIES
 from pipeline.outputs import OutputDirs
 from pipeline.stages import compare, generate, promote, specs, tune, validate
-from pipeline.stores import prepare
+from pipeline.study_storage import prepare
 
 # Transient failures (a busy SQLite file, a tracking server restarting, a remote timing out).
 RETRIES = {"retries": 2, "retry_delay_seconds": 10}

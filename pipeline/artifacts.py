@@ -2,13 +2,12 @@
 names: the model directory (`pipeline.model_files`) with its figures and, for the linear families,
 the files that say what it learnt; the metrics; the plot tables.
 
-The model directory is written beside its place and moved in whole, so it appears complete or
-not at all.
+It writes where it is told: the stage passes the staged places (`TuneOutputs.staged`) and moves
+them into place once the run's record is complete.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,8 +37,7 @@ def write(outputs: TuneOutputs, scored: Scored, dataset: Dataset, data_spec: Dat
     title = f"{data_spec.name}/{result.spec.family}"
     y_val_pred = evaluation.predict(result.model, dataset.X_val)
     slice_columns = evaluation.slice_table(result.model, data_spec)
-    model_dir = Path(outputs.model_dir)
-    staging = model_dir.with_name(f".{model_dir.name}.tmp")
+    staging = Path(outputs.model_dir)
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     model_files.write(staging, result.model, result.member, dataset.n_features)
@@ -49,11 +47,9 @@ def write(outputs: TuneOutputs, scored: Scored, dataset: Dataset, data_spec: Dat
     if scored.recovered is not None:
         for name, text in evaluation.readable(scored.recovered, data_spec).items():
             (staging / name).write_text(text)
-    shutil.rmtree(model_dir, ignore_errors=True)
-    os.replace(staging, model_dir)
     _write_tables(outputs, result, {"y_true": dataset.y_val, "y_pred": y_val_pred}, slice_columns)
     write_metrics(outputs.metrics, scored.metrics)
-    return sorted(model_dir.iterdir())
+    return sorted(staging.iterdir())
 
 
 def _write_tables(outputs: TuneOutputs, result: TuneResult, predictions: dict, slice_columns: dict) -> None:

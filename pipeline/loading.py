@@ -3,9 +3,12 @@
 `mlflow.pytorch.load_model` (and `mlflow.pyfunc.load_model`) trust the files they download: a
 pickled `model.pth` planted in the artifact store runs its payload on every machine that loads it.
 This loader downloads only the model directory's `spec.json` and `model.pt` and rebuilds the
-module with `pipeline.model_files`, which checks both against the SHA-256 that `tune` recorded as
-tags of the run when it logged them. The tags live in the tracking store, not the artifact store,
-so whoever can swap files cannot update them.
+module with `pipeline.model_files`, which checks both against SHA-256 digests recorded apart from
+the files: for a registered model (`models:/...`), those the registry recorded on the version when
+it was promoted (`pipeline.registry`), which only the registered model's managers can change; for
+a run (`runs:/...`), the run's tags, which anyone who may write that run's artifacts may also
+rewrite (on a tracking server with authentication: the workers' account). A promoted model whose
+run's tags no longer match the version's is refused too: someone rewrote them.
 
     model = load_model("models:/equations-product@champion")   # or models:/NAME/VERSION, runs:/RUN_ID
 """
@@ -27,17 +30,33 @@ MODEL_URI = re.compile(r"models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<versi
 RUN_URI = re.compile(r"runs:/(?P<run>[0-9a-f]{32})(?:/.*)?")
 
 
-def resolve_run(client: MlflowClient, uri: str) -> str:
-    """The id of the run that logged the model `uri` points at."""
+def resolve_run(client: MlflowClient, uri: str) -> tuple[str, dict[str, str]]:
+    """The id of the run that logged the model `uri` points at, and the digests its files must
+    have: the model version's tags (the registry's record), else the run's."""
     if match := RUN_URI.fullmatch(uri):
-        return match["run"]
+        return match["run"], client.get_run(match["run"]).data.tags
     if match := MODEL_URI.fullmatch(uri):
         if match["alias"]:
             version = client.get_model_version_by_alias(match["name"], match["alias"])
         else:
             version = client.get_model_version(match["name"], match["version"])
-        return version.run_id
+        return version.run_id, _registered_digests(client, version, uri)
     raise ValueError(f"model URI {uri!r}: expected models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID")
+
+
+def _registered_digests(client: MlflowClient, version: object, uri: str) -> dict[str, str]:
+    """The version's digest tags; the run's where the version has none (promoted before the
+    registry kept them). A run whose tags differ from the version's was rewritten: refused."""
+    recorded = {tag: version.tags[tag] for tag in model_files.DIGEST_TAGS.values() if tag in version.tags}
+    run_tags = client.get_run(version.run_id).data.tags
+    if not recorded:
+        return run_tags
+    if changed := [tag for tag, digest in recorded.items() if run_tags.get(tag) != digest]:
+        raise model_files.ModelIntegrityError(
+            f"{uri} (run {version.run_id}): the run's {', '.join(changed)} differ from what the registry recorded "
+            f"at promotion (version {version.version}): the run was changed after promotion; refused to load it"
+        )
+    return recorded
 
 
 def load_model(uri: str, tracking_uri: str | None = None) -> nn.Module:
@@ -46,8 +65,7 @@ def load_model(uri: str, tracking_uri: str | None = None) -> nn.Module:
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri)
-    run_id = resolve_run(client, uri)
-    tags = client.get_run(run_id).data.tags
+    run_id, tags = resolve_run(client, uri)
     with tempfile.TemporaryDirectory() as tmp:
         for name in model_files.DIGEST_TAGS:
             mlflow.artifacts.download_artifacts(

@@ -21,14 +21,17 @@ loudly if any name used here disappears. Each use says why, and what would repla
   lock, and every later call fails, so the trials of the batch could not be told FAIL. Removing
   the scoped session (`RDBStorage.scoped_session`) rolls it back. Would be replaced by Optuna
   rolling back on any exception.
+- `retrying_storage`: the storage's calls retried while the database is unreachable (see there).
 """
 
 from __future__ import annotations
 
-import functools
 import json
+import threading
+from collections.abc import Callable
 
 import optuna
+from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages._rdb.models import TrialIntermediateValueModel, TrialUserAttributeModel
 
 
@@ -63,22 +66,57 @@ def record_curve(study: optuna.Study, trial: optuna.Trial, values: list[float]) 
                 {"trial_id": trial_id(trial), "step": step, "intermediate_value": stored,
                  "intermediate_value_type": kind}
             )  # fmt: skip
-        with backend.engine.begin() as connection:
-            connection.execute(TrialIntermediateValueModel.__table__.insert(), rows)
+        _insert(backend, TrialIntermediateValueModel, rows)
         return
     for step, value in enumerate(values):
         storage.set_trial_intermediate_value(trial_id(trial), step, float(value))
 
 
-@functools.cache
-def _rdb(url: str) -> optuna.storages.RDBStorage:
-    from pipeline import stores
-
-    return stores.optuna_storage(url)
-
-
-def record_user_attrs(storage_url: str, trial_id: int, attrs: dict) -> None:
+def record_user_attrs(storage: optuna.storages.RDBStorage, trial_id: int, attrs: dict) -> None:
     """User attributes of a trial, running or finished, written into Optuna's own table."""
     rows = [{"trial_id": trial_id, "key": key, "value_json": json.dumps(value)} for key, value in attrs.items()]
-    with _rdb(storage_url).engine.begin() as connection:
-        connection.execute(TrialUserAttributeModel.__table__.insert(), rows)
+    _insert(storage, TrialUserAttributeModel, rows)
+
+
+def _insert(storage: optuna.storages.RDBStorage, model: type, rows: list[dict]) -> None:
+    """Rows into one of Optuna's tables, in one transaction, retried as the storage's calls are."""
+
+    def insert() -> None:
+        with storage.engine.begin() as connection:
+            connection.execute(model.__table__.insert(), rows)
+
+    getattr(storage, "retry", _once)(insert)
+
+
+def _once(call: Callable, *args: object, **kwargs: object) -> object:
+    return call(*args, **kwargs)
+
+
+# What `_CachedStorage` (the wrapper `optuna.create_study` puts around an RDBStorage) calls on it,
+# beside the public methods of `BaseStorage` and `BaseHeartbeat`: the retries must cover them too.
+_BACKEND_CALLS = ("_create_new_trial", "_get_best_trial_id", "_get_stale_trial_ids", "_get_trials", "_set_trial_param")
+
+
+def retrying_storage(storage: optuna.storages.RDBStorage, retry: Callable[..., object]) -> optuna.storages.RDBStorage:
+    """`storage` whose every call goes through `retry(call, *args, **kwargs)` (a database that
+    restarts or goes away for a while is waited out). Optuna has no hook for this: its own retry is
+    only around heartbeat-failed trials. Only the outermost call of a thread retries (methods call
+    each other), so one wait is bounded once. Would be replaced by a retry option of RDBStorage."""
+    names = {n for base in (optuna.storages.BaseStorage, BaseHeartbeat)
+             for n, f in vars(base).items() if callable(f) and not n.startswith("_")} | set(_BACKEND_CALLS)  # fmt: skip
+    local = threading.local()
+    for name in names:
+        method = getattr(storage, name)
+
+        def call(*args: object, _method: Callable = method, **kwargs: object) -> object:
+            if getattr(local, "inside", False):
+                return _method(*args, **kwargs)
+            local.inside = True
+            try:
+                return retry(_method, *args, **kwargs)
+            finally:
+                local.inside = False
+
+        setattr(storage, name, call)
+    storage.retry = retry  # for the rows written beside its methods (`_insert`)
+    return storage

@@ -6,12 +6,18 @@
 - `<plots>/{loss,predictions,slice}/<dataset>-<family>.csv`: the plot tables of `dvc plots`.
 
 What goes into them is `pipeline.artifacts`'; `compare` reads them back through this module.
+
+They are written first to hidden places beside their own (`staged`) and moved into place
+(`publish`) only once the run's record is complete: a tuning that fails, however late, leaves the
+previous outputs as they were (`discard` removes what it staged).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import os
+import shutil
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 PLOT_KINDS = ("loss_curve", "predictions", "slice")
@@ -26,6 +32,33 @@ class TuneOutputs:
     loss_curve: Path  # CSV epoch, train_loss, val_loss (a DVC plot)
     predictions: Path  # CSV y_true, y_pred on validation (a DVC plot)
     slice: Path  # CSV t, y_true, y_pred along the diagonal x_i = t, far beyond training (a DVC plot)
+
+    def paths(self) -> list[Path]:
+        return [Path(getattr(self, f.name)) for f in fields(self)]
+
+    def staged(self) -> TuneOutputs:
+        """The same outputs at hidden places beside these (`.<name>.tmp`): where they are written."""
+        return replace(self, **{f.name: _hidden(Path(getattr(self, f.name))) for f in fields(self)})
+
+
+def _hidden(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp")
+
+
+def publish(staged: TuneOutputs, final: TuneOutputs) -> None:
+    """Move each staged output over its final place (a rename each, in one file system)."""
+    for source, target in zip(staged.paths(), final.paths(), strict=True):
+        if target.is_dir():
+            shutil.rmtree(target)
+        os.replace(source, target)
+
+
+def discard(staged: TuneOutputs) -> None:
+    for path in staged.paths():
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)

@@ -8,16 +8,19 @@ run (`record_best`). Workers on other machines call `open_run` and `record_trial
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pipeline import artifacts, evaluation, model_files, optuna_private
+from pipeline import artifacts, evaluation, model_files, optuna_private, outputs, study_storage
 from pipeline.data import DatasetRef
 from pipeline.tracking import LoggedModel, curve_points
 
 if TYPE_CHECKING:
+    import optuna
+
     from pipeline.data import Dataset, DatasetSpec
     from pipeline.outputs import TuneOutputs
     from pipeline.tracking import Target
@@ -65,9 +68,15 @@ def open_trial_run(run: FamilyRun, number: int, storage_url: str, trial_id: int)
     """A trial's nested run, its id recorded on the Optuna trial (`mlflow_run_id`, for
     optuna-dashboard)."""
     run_id = open_run(run.target, f"{run.name}/trial-{number}", {"trial": str(number)}, run.parent_id, run.source)
-    optuna_private.record_user_attrs(storage_url, trial_id, {"mlflow_run_id": run_id})
+    optuna_private.record_user_attrs(_storage(storage_url), trial_id, {"mlflow_run_id": run_id})
     _OPENED[(run.parent_id, number)] = run_id
     return run_id
+
+
+@functools.cache
+def _storage(url: str) -> optuna.storages.RDBStorage:
+    """This (recorder) process's one storage of `url`: opening one costs a connection pool."""
+    return study_storage.optuna_storage(url)
 
 
 def tag_run(target: Target, run_id: str, tags: dict[str, str]) -> None:
@@ -110,13 +119,17 @@ class Best:
 
 def record_best(run: FamilyRun, best: Best, where: TuneOutputs) -> dict:
     """Score the best model, write the stage outputs, complete the parent run; returns the metrics,
-    `run_id` and `model_uri`. The parent run ends FAILED if any of it fails."""
+    `run_id`, `model_uri` and the model files' `digests`. The outputs move into place only once the
+    run holds everything; if any of it fails, the parent run ends FAILED and the previous outputs
+    stay as they were."""
     tracker = run.target.tracker()
+    staged = where.staged()  # moved into place once the record is complete (`outputs.publish`)
     try:
         scored = score(best.result, best.dataset, best.data_spec)
-        files = artifacts.write(where, scored, best.dataset, best.data_spec)
+        files = artifacts.write(staged, scored, best.dataset, best.data_spec)
         # The files' SHA-256 go to the tracking store: `pipeline.load_model` refuses files that differ.
-        tags = _equation_tags(scored.recovered) | model_files.digests(where.model_dir)
+        digests = model_files.digests(staged.model_dir)
+        tags = _equation_tags(scored.recovered) | digests
         tags["mlflow.note.content"] = _description(best, scored.metrics, tags.get("recovered_equation"))
         tracker.log(run.parent_id, params=_run_params(best.result) | best.facts, tags=tags)
         tracker.log_history(run.parent_id, best.result.history.train_loss, best.result.history.val_loss)
@@ -126,12 +139,15 @@ def record_best(run: FamilyRun, best: Best, where: TuneOutputs) -> dict:
         logged = LoggedModel(best.result.model, X_example, name, best.data_spec.equation.variables)
         params = _run_params(best.result) | best.facts
         model_uri = tracker.log_torch_model(run.parent_id, logged, params, scored.metrics | scored.timings, run.source)
+        outputs.publish(staged, where)
     except BaseException:
+        outputs.discard(staged)
         tracker.end(run.parent_id, "FAILED")
         raise
     tracker.end(run.parent_id, "FINISHED")
     return scored.metrics | scored.timings | {"run_id": run.parent_id, "model_uri": model_uri,
-                                             "experiment_id": tracker.experiment_id}  # fmt: skip
+                                             "experiment_id": tracker.experiment_id,
+                                             "digests": digests}  # fmt: skip
 
 
 def score(result: TuneResult, dataset: Dataset, data_spec: DatasetSpec) -> artifacts.Scored:

@@ -67,6 +67,11 @@ def _same_files(client: MlflowClient, run_id: str, other_run_id: str) -> bool:
     return all(mine.get(tag) and mine.get(tag) == theirs.get(tag) for tag in DIGEST_TAGS.values())
 
 
+def _run_digests(client: MlflowClient, run_id: str) -> dict[str, str]:
+    tags = client.get_run(run_id).data.tags
+    return {tag: tags[tag] for tag in DIGEST_TAGS.values() if tag in tags}
+
+
 @dataclass(frozen=True)
 class Candidate:
     """A tuned model that may become a champion: the run that logged it, its model, its score."""
@@ -75,13 +80,17 @@ class Candidate:
     model_uri: str
     val_mse: float
     family: str = ""
+    # The model files' SHA-256 as the stage that wrote them computed them (`model_files.digests`);
+    # None: the run's tags at promotion time. The registry keeps them: see `load_model`.
+    digests: dict[str, str] | None = None
 
 
 def promote_best(client: MlflowClient, model_name: str, by_family: dict[str, dict], about: str) -> Decision:
     """Promote the best family of one dataset (`by_family[family]`: what `tune` returned)."""
     family = best_family(by_family)
     best = by_family[family]
-    return promote(client, model_name, Candidate(best["run_id"], best["model_uri"], best["val_mse"], family), about)
+    candidate = Candidate(best["run_id"], best["model_uri"], best["val_mse"], family, best.get("digests"))
+    return promote(client, model_name, candidate, about)
 
 
 def promote(client: MlflowClient, model_name: str, candidate: Candidate, about: str = "") -> Decision:
@@ -96,6 +105,10 @@ def promote(client: MlflowClient, model_name: str, candidate: Candidate, about: 
         client.set_tag(run_id, "promotion_reason", reason)
         return Decision(model_name, current.version, False, reason, val_mse, current.version, family)
     version = register(client, model_name, model_uri, val_mse, about)
+    # The registry's own record of the files: a run's tags can be rewritten by anyone who may write
+    # runs (a worker's account), a model version's only by those who manage the registered model.
+    for tag, digest in (candidate.digests or _run_digests(client, run_id)).items():
+        client.set_model_version_tag(model_name, version, tag, digest)
     if current is None:
         promoted, reason = True, f"first champion: val_mse {val_mse:.6g}"
     else:

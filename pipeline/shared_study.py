@@ -28,8 +28,11 @@ def worker_storage(url: str, heartbeat_s: int = 5, grace_s: int = 20, retries: i
     # Heartbeats with ask-and-tell are "experimental" to Optuna; they are what it offers for this.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
-    return optuna.storages.RDBStorage(
+    from pipeline import study_storage
+
+    return study_storage.optuna_storage(
         url,
+        existing=True,  # a worker joins a study: a database without one is a wrong URL, said as such
         heartbeat_interval=heartbeat_s,
         grace_period=grace_s,
         heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=retries),
@@ -54,6 +57,8 @@ def join(
 def _work(study: optuna.Study, job: TuningJob, data: Tensors, hooks: Hooks, mine: list, poll_s: float) -> Best | None:
     best: Best | None = None
     while True:
+        if hooks.stop is not None and (reason := hooks.stop()):
+            raise StudyAbandoned(reason)
         optuna.storages.fail_stale_trials(study)
         trials = study.get_trials(deepcopy=False)
         finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
@@ -71,6 +76,10 @@ def _work(study: optuna.Study, job: TuningJob, data: Tensors, hooks: Hooks, mine
             better = best is None or trained.history.final_val < best[2].history.final_val
             if trained.state == "COMPLETE" and better:
                 best = (trial.number, member, trained)
+
+
+class StudyAbandoned(RuntimeError):
+    """The stage that wanted the study's trials is gone: working on would be for nobody."""
 
 
 def _ask(study: optuna.Study, count: int, n_trials: int, mine: list) -> list[optuna.Trial]:

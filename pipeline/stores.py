@@ -13,16 +13,16 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline.errors import FaultError, redact
+from pipeline.errors import FaultError, InputError, redact
 
 if TYPE_CHECKING:
-    import optuna
     from mlflow import MlflowClient
 
 SQLITE = "sqlite:///"
@@ -88,6 +88,10 @@ def describe(exc: BaseException) -> str:
             f"its driver {missing} is not installed: pip install 'equation-pipeline[{DRIVERS[missing]}]' "
             "(psycopg2; write the URL postgresql+psycopg2://...)"
         )
+    if plugin := re.search(r"can't load plugin: sqlalchemy.dialects:([\w.]+)", lowered):
+        return (
+            f"unsupported URL scheme {plugin.group(1)}://: write postgresql+psycopg2://USER@HOST/DB (or sqlite:///PATH)"
+        )
     if schema := re.search(r"found version (\w+), but expected (\w+)", text):
         return _mlflow_schema(*schema.groups())
     if "readonly database" in lowered or "permission denied" in lowered:
@@ -142,6 +146,8 @@ def mlflow_experiment(
     client is made under the lock: making it is what creates (migrates) a new store's schema."""
     from mlflow import MlflowClient
 
+    if tracking_uri.startswith(("http://", "https://")):
+        reach_server(tracking_uri)
     with first_use(tracking_uri, "MLflow tracking store"):
         client = MlflowClient(tracking_uri)
         found = client.get_experiment_by_name(experiment)
@@ -167,6 +173,29 @@ def mlflow_experiment(
         return client, experiment_id
 
 
+def reach_server(uri: str, timeout_s: float = 5.0) -> None:
+    """Fail in seconds on a tracking server nobody answers at, or that refuses our credentials,
+    instead of after MLflow's retries (minutes); and bound those retries by `wait_s()` for the
+    rest of the run: its client retries with backoff 2, 4, 8, ... s (MLflow's default: 7 times,
+    over four minutes)."""
+    import math
+
+    import httpx
+
+    bound = wait_s()
+    retries = max(1, math.ceil(math.log2(bound / 2 + 1))) if bound else 0
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(retries))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "2")
+    try:
+        answer = httpx.get(f"{uri.rstrip('/')}/health", timeout=timeout_s)
+    except httpx.HTTPError as exc:
+        why = f"{type(exc).__name__}: {describe(exc)[:160]}"
+        raise StoreError(f"MLflow tracking server {redact(uri)}: unreachable ({why}); is it running, and is "
+                         "MLFLOW_TRACKING_URI right?") from None  # fmt: skip
+    if answer.status_code != 200:
+        raise StoreError(f"MLflow tracking server {redact(uri)}: /health answered HTTP {answer.status_code}")
+
+
 def artifact_location(tracking_uri: str) -> str | None:
     """With a local SQLite store, artifacts beside the database, wherever the process runs
     (MLflow's default, ./mlruns, follows the working directory); elsewhere the server's choice."""
@@ -174,19 +203,23 @@ def artifact_location(tracking_uri: str) -> str | None:
     return (database.parent / "mlruns").resolve().as_uri() if database else None
 
 
-def prepare(where: Stores) -> None:
-    """Open both stores once (creating their schema under a lock if they are new): a clear
-    `StoreError` now rather than in the middle of a tuning, and no racing schema creation later."""
-    mlflow_experiment(where.tracking_uri, where.experiment, artifact_location(where.tracking_uri))
-    optuna_storage(where.optuna_url)
+WAIT_ENV = "EQUATIONS_STORE_WAIT_S"  # how long a store may be unreachable before the command fails
+WAIT_S = 60.0
 
 
-def optuna_storage(url: str) -> optuna.storages.RDBStorage:
-    """Optuna's storage for `url`, its tables created under the lock on first use."""
-    import optuna
+def wait_s() -> float:
+    """The bound on waiting out an unreachable store: $EQUATIONS_STORE_WAIT_S, else a minute."""
+    raw = os.environ.get(WAIT_ENV)
+    if raw is None:
+        return WAIT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 86400:
+        raise StoreWaitError(f"{WAIT_ENV}={raw!r}: expected seconds, a number from 0 to 86400")
+    return value
 
-    with first_use(url, "Optuna storage"):
-        if url.startswith("sqlite:"):
-            engine = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine)
-        return optuna.storages.RDBStorage(url)
+
+class StoreWaitError(InputError):
+    """A bad value of EQUATIONS_STORE_WAIT_S."""

@@ -79,6 +79,9 @@ class Hooks:
 
     on_trial: TrialCallback | None = None
     on_ask: AskCallback | None = None
+    # Asked between batches of a shared study: a reason to stop (the stage that wanted the trials
+    # is gone), or None to go on.
+    stop: Callable[[], str | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -338,6 +341,8 @@ class _Batch:
 
     def done(self, member: int, trained: Trained) -> None:
         trial = self.trials[member]
+        if not _still_running(self.study, trial):
+            raise TrialTakenOver(f"trial {trial.number} was retried by another worker")
         self.attach(trial)
         _tell(self.study, trial, trained, self.reported[member])
         self.told.add(member)
@@ -352,8 +357,10 @@ class _Batch:
     def fail_unfinished(self) -> None:
         """Tell FAIL every trial not yet told, with the curve it had reached (it was interrupted);
         all of them first, then `on_trial` for each, so that an error there leaves none RUNNING."""
-        unfinished = [member for member in range(len(self.trials)) if member not in self.told]
         optuna_private.reset_session(self.study)  # the signal may have landed inside a write
+        # A trial some other worker failed and retried meanwhile is theirs now: nothing goes into it.
+        untold = [m for m in range(len(self.trials)) if m not in self.told]
+        unfinished = [m for m in untold if _still_running(self.study, self.trials[m])]
         for member in unfinished:
             trial = self.trials[member]
             try:  # the attributes and the curve are a courtesy; leaving no trial RUNNING is not
@@ -365,6 +372,19 @@ class _Batch:
         for member in unfinished if self.on_trial is not None else ():
             trial, history = self.trials[member], History(self.trained[member], self.reported[member])
             self.on_trial(TrialOutcome(trial.number, trial_params(trial), history, "FAIL"))
+
+
+class TrialTakenOver(RuntimeError):
+    """A trial of this process was failed (and retried) elsewhere while this process was away: a
+    worker paused, or cut off, past the heartbeat grace. Its result is no longer wanted."""
+
+
+def _still_running(study: optuna.Study, trial: optuna.Trial) -> bool:
+    """Whether the storage still holds the trial RUNNING (a fresh read: another worker may have failed it)."""
+    try:
+        return optuna_private.storage_of(study).get_trial(optuna_private.trial_id(trial)).state == TrialState.RUNNING
+    except Exception:  # the storage is unreachable: assume it is ours, as before the check
+        return True
 
 
 def _tell(study: optuna.Study, trial: optuna.Trial, trained: Trained, reported: list[float]) -> None:

@@ -14,7 +14,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from pipeline import liveness, records, stores
+from pipeline import liveness, records, study_storage
 from pipeline.recorder import Recorder
 from pipeline.records import Best, FamilyRun
 from pipeline.stores import Stores
@@ -65,7 +65,7 @@ def tune_dataset(plan: Plan, dataset: Dataset, where: Stores, workers: int | Non
         from pipeline.tune import fail_orphans  # torch and optuna: imported while the recorder starts
 
         _use_threads(next(iter(plan.jobs.values())).threads)
-        storage = stores.optuna_storage(where.optuna_url)
+        storage = study_storage.optuna_storage(where.optuna_url)
         if message := liveness.describe_cleanup(orphans.result(), fail_orphans(storage)):
             progress(message)
         session = _Session(plan, dataset, where, recorder, progress)

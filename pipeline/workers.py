@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline import model_files, records
+from pipeline import liveness, model_files, records
 from pipeline.data import DatasetRef
 from pipeline.errors import redact
 from pipeline.tracking import Target
@@ -58,12 +58,19 @@ def tune_by_workers(study: optuna.Study, job: TuningJob, run: records.FamilyRun,
     processes = start_local(workers, run.parent_id, where)
     try:
         wait(study, job.n_trials, processes, progress, run.name)
+    except BaseException:  # the stage fails (or is stopped): its own workers stop with it
+        for process in processes:
+            process.terminate()
+        raise
     finally:
         for process in processes:
             process.wait()
     if ended := end_stale_runs(study, where.tracking_uri):
-        progress(f"[{run.name}] {ended} trial run(s) of workers that died ended KILLED; their trials were retried")
-    trial, model, member, history = collect(study, where.tracking_uri)
+        progress(f"[{run.name}] {ended} trial run(s) that workers which died left RUNNING were ended")
+    # Local workers have all exited: the best model is logged by now or never will be.
+    patience_s = 30 if processes else 300
+    trial, model, member, history = collect(study, where.tracking_uri, patience_s,
+                                            lambda t: retrain(t, job, run, progress))  # fmt: skip
     states = [t.state for t in study.get_trials(deepcopy=False)]
     from pipeline.space import trial_params
 
@@ -124,46 +131,103 @@ def wait(study: optuna.Study, n_trials: int, processes: list[subprocess.Popen], 
         time.sleep(poll_s)
 
 
-def collect(study: optuna.Study, tracking_uri: str) -> tuple[optuna.trial.FrozenTrial, nn.Module, Member, History]:
-    """The best trial's model, from the run its worker logged it to: (trial, model, member, history)."""
+Collected = tuple["optuna.trial.FrozenTrial", "nn.Module", "Member", "History"]
+
+
+def collect(study: optuna.Study, tracking_uri: str, patience_s: float,
+            retrain: Callable[[optuna.trial.FrozenTrial], Collected]) -> Collected:  # fmt: skip
+    """The best trial's model, from the run its worker logged it to: (trial, model, member, history).
+    A worker that died after its trial ended never logs it: after `patience_s`, `retrain` it."""
     from mlflow import MlflowClient
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     trial = study.best_trial
     run_id = trial.user_attrs["mlflow_run_id"]
     client = MlflowClient(tracking_uri)
-    # Its worker logs the model as it stops, which may be just after the last trial was told.
-    tags = _wait_for(lambda: (t := client.get_run(run_id).data.tags).get("spec_sha256") and t, 300, run_id)
+    # Its worker logs the model as it stops, which may be just after the last trial was told. The
+    # digests come from the study, not from the run's tags: whoever may write the run's artifacts
+    # (on the tracking server) may write its tags too, but not the study's database.
+    key = model_key(trial.number)
+    digests = _wait_for(lambda: study.user_attrs.get(key), patience_s)
+    if digests is None:
+        return retrain(trial)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(client.download_artifacts(run_id, "model", tmp))
-        model = model_files.load(folder, tags, f"trial {trial.number} (run {run_id})")
+        model = model_files.load(folder, digests, f"trial {trial.number} (run {run_id})")
         member, history = model_files.read_member(folder)
     return trial, model, member, history
 
 
+def model_key(number: int) -> str:
+    """The study's user attribute holding the digests of the model a worker logged for trial `number`."""
+    return f"model_sha256.trial-{number}"
+
+
 def end_stale_runs(study: optuna.Study, tracking_uri: str) -> int:
-    """End KILLED the MLflow runs of trials that failed because their worker stopped beating (the
-    trial's FAIL in the study is the word of Optuna's heartbeat, whatever host the worker was on)."""
+    """End the MLflow runs that dead workers left RUNNING (whatever host they were on: the study's
+    trial states are the word of Optuna's heartbeats): KILLED for a trial that failed (it was
+    retried); for a trial that finished before its worker died, its record completed from the
+    study (params, val_mse, the per-epoch validation curve) and FINISHED. Returns how many."""
     from mlflow import MlflowClient
     from optuna.trial import TrialState
 
     client, ended = MlflowClient(tracking_uri), 0
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+    for trial in study.get_trials(deepcopy=False):
         run_id = trial.user_attrs.get("mlflow_run_id")
-        if run_id and not trial.user_attrs.get("surplus") and client.get_run(run_id).info.status == "RUNNING":
+        if not run_id or trial.user_attrs.get("surplus") or trial.state in (TrialState.RUNNING, TrialState.WAITING):
+            continue
+        if client.get_run(run_id).info.status != "RUNNING":
+            continue
+        if trial.state == TrialState.FAIL:
             client.set_tag(run_id, "ended_by", "its worker stopped beating: the trial failed and was retried")
             client.set_terminated(run_id, "KILLED")
-            ended += 1
+        else:
+            _complete_from_study(client, run_id, trial)
+        ended += 1
     return ended
 
 
-def _wait_for(check: Callable[[], object], timeout_s: float, run_id: str) -> object:
+def _complete_from_study(client: MlflowClient, run_id: str, trial: optuna.trial.FrozenTrial) -> None:
+    from mlflow.entities import Metric, Param, RunTag
+
+    now = int(time.time() * 1000)
+    curve = [Metric("val_loss", float(v), now, step) for step, v in sorted(trial.intermediate_values.items())]
+    value = [Metric("val_mse", float(trial.value), now, 0)] if trial.value is not None else []
+    why = "its worker died after the trial ended: recorded by the stage from the study"
+    tags = [RunTag("optuna_state", trial.state.name), RunTag("ended_by", why)]
+    params = [Param(k, str(v)) for k, v in trial.params.items()]
+    client.log_batch(run_id, metrics=(value + curve)[:1000], params=params, tags=tags)
+    client.set_terminated(run_id, "FINISHED")
+
+
+def _wait_for(check: Callable[[], object], timeout_s: float) -> object:
+    """`check()` once it is true, or None after `timeout_s`."""
     deadline = time.monotonic() + timeout_s
     while not (result := check()):
         if time.monotonic() > deadline:
-            raise RuntimeError(f"run {run_id}: its worker logged no model within {timeout_s:.0f} s")
+            return None
         time.sleep(1.0)
     return result
+
+
+def retrain(trial: optuna.trial.FrozenTrial, job: TuningJob, run: records.FamilyRun, progress: Progress) -> Collected:
+    """The best trial trained again here, from its params and seed (its worker died before logging
+    its model): the same member the worker trained, on the dataset the stage published."""
+    import optuna
+
+    from pipeline import data as datasets
+    from pipeline.space import suggest
+    from pipeline.train import Tensors, fit
+
+    progress(f"[{run.name}] trial {trial.number}'s worker logged no model (it died): training it again here")
+    retried = optuna.storages.RetryFailedTrialCallback.retried_trial_number(trial)
+    number = trial.number if retried is None else retried  # a retry trains from the seed it retries
+    member = suggest(trial, job.space, job.spec, job.seed + number)
+    dataset = datasets.load(Path(run.source.path), run.source.md5)
+    tensors = Tensors.from_arrays(dataset.X_train, dataset.y_train, dataset.X_val, dataset.y_val, job.device,
+                                  job.standardize)  # fmt: skip
+    [trained] = fit([member], tensors)
+    return trial, trained.model.cpu().eval(), member, trained.history
 
 
 def work(parent_id: str, tracking_uri: str, storage_url: str, progress: Progress = print) -> int:
@@ -173,12 +237,14 @@ def work(parent_id: str, tracking_uri: str, storage_url: str, progress: Progress
     from mlflow import MlflowClient
 
     from pipeline import data as datasets
-    from pipeline import liveness, shared_study
+    from pipeline import shared_study, stores
     from pipeline.tracking import source_tags
     from pipeline.train import Tensors
-    from pipeline.tune import TuningJob, make_pruner
+    from pipeline.tune import TrialTakenOver, TuningJob, make_pruner
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a log line per trial, no bars
+    if tracking_uri.startswith(("http://", "https://")):
+        stores.reach_server(tracking_uri)  # seconds, not MLflow's minutes of retries, if nobody answers
     client = MlflowClient(tracking_uri)
     parent = client.get_run(parent_id)
     experiment = client.get_experiment(parent.info.experiment_id).name
@@ -186,12 +252,17 @@ def work(parent_id: str, tracking_uri: str, storage_url: str, progress: Progress
         published = json.loads(Path(client.download_artifacts(parent_id, JOB, tmp)).read_text())
         dataset = datasets.load(Path(client.download_artifacts(parent_id, DATA, tmp)), published["md5"])
     job = TuningJob.from_json(published["job"])
-    study = optuna.load_study(
-        study_name=published["study"],
-        storage=shared_study.worker_storage(storage_url),
-        sampler=optuna.samplers.TPESampler(constant_liar=True),  # unseeded: workers must not propose alike
-        pruner=make_pruner(job.settings),
-    )
+    storage = shared_study.worker_storage(storage_url)
+    try:
+        study = optuna.load_study(
+            study_name=published["study"],
+            storage=storage,
+            sampler=optuna.samplers.TPESampler(constant_liar=True),  # unseeded: workers must not propose alike
+            pruner=make_pruner(job.settings),
+        )
+    except KeyError:
+        raise stores.StoreError(f"Optuna storage {redact(storage_url)}: no study {published['study']!r} there; "
+                                "OPTUNA_STORAGE must be the database the tuning stage uses") from None  # fmt: skip
     tags = {"dataset": published["dataset"], "model": job.spec.family, "worker": "yes"}
     tags = source_tags() | liveness.owner() | tags
     source = DatasetRef(published["dataset"], published["md5"], f"mlflow-artifacts: run {parent_id} {DATA}")
@@ -203,10 +274,18 @@ def work(parent_id: str, tracking_uri: str, storage_url: str, progress: Progress
     tensors = Tensors.from_arrays(
         dataset.X_train, dataset.y_train, dataset.X_val, dataset.y_val, job.device, job.standardize
     )
-    best = shared_study.join(study, job, tensors, trials.hooks())
+    try:
+        best = shared_study.join(study, job, tensors, trials.hooks())
+    except TrialTakenOver as exc:  # this worker was away too long: the study went on without it
+        progress(f"[{run.name}] {exc} while this worker was away (paused or cut off): it stops here")
+        return len(trials.done)
+    except shared_study.StudyAbandoned as exc:
+        progress(f"[{run.name}] {exc}: this worker stops")
+        return len(trials.done)
     if best is not None:
         number, member, trained = best
-        _log_model(run.target, trials.runs[number], trained.model, member, trained.history)
+        digests = _log_model(run.target, trials.runs[number], trained.model, member, trained.history)
+        study.set_user_attr(model_key(number), digests)
     return len(trials.done)
 
 
@@ -221,7 +300,12 @@ class _WorkerTrials:
     def hooks(self) -> Hooks:
         from pipeline.tune import Hooks
 
-        return Hooks(on_trial=self.on_trial, on_ask=self.on_ask)
+        return Hooks(on_trial=self.on_trial, on_ask=self.on_ask, stop=self.stage_gone)
+
+    def stage_gone(self) -> str | None:
+        """Why to stop: the parent run ended before the study was done (its stage failed or was stopped)."""
+        status = self.client.get_run(self.run.parent_id).info.status
+        return None if status == "RUNNING" else f"the stage's parent run {self.run.parent_id} ended {status}"
 
     def on_ask(self, asked: list[optuna.Trial]) -> Callable[[int], dict]:
         from pipeline.tune import retried_numbers
@@ -231,8 +315,9 @@ class _WorkerTrials:
             number, previous = trial.number, trial.user_attrs.get("mlflow_run_id")
             if previous:  # a retry of a trial whose worker died: it takes over that trial's run
                 self.client.update_run(previous, status="RUNNING", name=f"{name}/trial-{number}")
-                self.client.set_tag(previous, "trial", str(number))
-                self.client.set_tag(previous, "retry_of_trial", str(original))
+                tags = {"trial": str(number), "retry_of_trial": str(original)} | liveness.owner()
+                for key, value in tags.items():  # the worker that trains it now, not the one that died
+                    self.client.set_tag(previous, key, value)
                 self.runs[number] = previous
             else:
                 tags = {"trial": str(number)}
@@ -246,8 +331,8 @@ class _WorkerTrials:
         self.progress(f"[{self.run.name}] trial {outcome.number} {outcome.state.lower()} ({len(self.done)} here)")
 
 
-def _log_model(target: Target, run_id: str, model: nn.Module, member: Member, history: History) -> None:
-    """The worker's best model on its trial's run: the model directory and its SHA-256."""
+def _log_model(target: Target, run_id: str, model: nn.Module, member: Member, history: History) -> dict[str, str]:
+    """The worker's best model on its trial's run: the model directory and its SHA-256 (returned)."""
     tracker = target.tracker()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -255,4 +340,6 @@ def _log_model(target: Target, run_id: str, model: nn.Module, member: Member, hi
         model_files.write_history(folder, history)
         for name in (model_files.WEIGHTS, model_files.SPEC, model_files.HISTORY):
             tracker.client.log_artifact(run_id, str(folder / name), artifact_path="model")
-        tracker.log(run_id, tags=model_files.digests(folder))
+        digests = model_files.digests(folder)
+        tracker.log(run_id, tags=digests)
+        return digests

@@ -189,14 +189,14 @@ def test_params_yaml_writes_out_every_key_so_dvc_exp_run_can_set_it():
 def test_store_errors_never_show_a_password_and_name_a_missing_driver(monkeypatch, capsys):
     import sys
 
-    from pipeline import cli, stores
+    from pipeline import cli, stores, study_storage
     from pipeline.errors import redact
 
     assert redact("postgresql+psycopg2://equations:s3cret@db/optuna") == "postgresql+psycopg2://equations:***@db/optuna"
     assert redact("http://u@h:5000 sqlite:///mlflow.db") == "http://u@h:5000 sqlite:///mlflow.db"  # no password
     monkeypatch.setitem(sys.modules, "psycopg2", None)  # as on a machine without the postgres extra
     with pytest.raises(stores.StoreError) as error:
-        stores.optuna_storage("postgresql+psycopg2://u:s3cret@127.0.0.1:1/optuna")
+        study_storage.optuna_storage("postgresql+psycopg2://u:s3cret@127.0.0.1:1/optuna")
     message = str(error.value)
     assert "s3cret" not in message and "u:***@127.0.0.1" in message
     assert "pip install 'equation-pipeline[postgres]'" in message

@@ -23,7 +23,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "examples").glob("*/README.md"))]
 # Programs of the operating system or of a database server, documented for a set-up elsewhere.
-SYSTEM = {"sudo", "psql", "cat", "cd", "export", ".", "python3", "apt-get"}
+SYSTEM = {"sudo", "psql", "cat", "cd", "export", ".", "python3", "apt-get", "read"}  # read: a shell builtin
 
 
 def commands(page: Path) -> list[tuple[Path, list[str]]]:
@@ -84,6 +84,13 @@ def check_dvc(here: Path, argv: list[str]) -> None:
 def check_python(here: Path, argv: list[str]) -> None:
     if argv[1] == "-c":
         ast.parse(argv[2])
+        return
+    if argv[1].endswith(".py"):  # a script of the repo: it exists, and its parser takes the arguments
+        import subprocess
+
+        assert (here / argv[1]).is_file(), f"no script {argv[1]}"
+        done = subprocess.run([sys.executable, argv[1], *argv[2:], "--help"], cwd=here, capture_output=True)
+        assert done.returncode == 0, done.stderr
         return
     assert argv[1] == "-m", argv
     module, rest = argv[2], argv[3:]

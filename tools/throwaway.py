@@ -1,11 +1,13 @@
 """Throwaway engines on loopback for the scale-out test and benchmark: a PostgreSQL cluster in a
 temp dir (initdb, pg_ctl: the server binaries of Debian's `postgresql`) and an `mlflow server`
-on it with proxied artifacts. Each is a context manager that stops what it started."""
+on it with proxied artifacts, optionally with MLflow's basic authentication. Each is a context
+manager that stops what it started."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -16,7 +18,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parent))
+import mlflow_users  # noqa: E402  (a script beside this one)
+
 BIN = Path(sys.executable).parent
+_CLUSTERS: dict[str, list[str]] = {}  # a cluster's URL prefix: its pg_ctl command (restart, stop, start)
+ADMINS: dict[str, tuple[str, str]] = {}  # an authenticated server's URL: its admin's name and password
 
 
 def free_port() -> int:
@@ -64,16 +71,39 @@ def postgres(databases: tuple[str, ...] = ("optuna", "mlflow"), password: str | 
             for database in databases:
                 cursor.execute(f"CREATE DATABASE {database}")
         connection.close()
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}"
+        url = f"postgresql+psycopg2://postgres@127.0.0.1:{port}"
+        _CLUSTERS[url] = ctl
+        yield url
     finally:
         subprocess.run(_as_postgres_user([*ctl, "-m", "fast", "-w", "stop"]), capture_output=True)
         shutil.rmtree(base, ignore_errors=True)
 
 
+def pg_ctl(url: str, action: str) -> None:
+    """`pg_ctl restart|stop|start` of the cluster `postgres()` yielded `url` for (fast shutdown)."""
+    ctl = _CLUSTERS[url]
+    subprocess.run(_as_postgres_user([*ctl, "-m", "fast", "-w", action]), check=True, capture_output=True)
+
+
+def _auth_config(base: Path, admin_password: str) -> dict[str, str]:
+    """MLflow's basic-auth app: its users in SQLite beside the server, READ for any authenticated
+    user unless granted more, nothing for anonymous requests. Returns the server's environment."""
+    (base / "basic_auth.ini").write_text(
+        "[mlflow]\ndefault_permission = READ\n"
+        f"database_uri = sqlite:///{base / 'basic_auth.db'}\nadmin_username = admin\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+    return {"MLFLOW_AUTH_CONFIG_PATH": str(base / "basic_auth.ini"), "MLFLOW_AUTH_ADMIN_PASSWORD": admin_password,
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16)}  # fmt: skip
+
+
 @contextlib.contextmanager
-def mlflow_server(backend_url: str, timeout_s: float = 180, env: dict[str, str] | None = None) -> Iterator[str]:
+def mlflow_server(backend_url: str, timeout_s: float = 180, env: dict[str, str] | None = None,
+                  users: dict[str, str] | None = None) -> Iterator[str]:  # fmt: skip
     """`mlflow server` with its runs in `backend_url` and proxied artifacts in a temp dir; yields its
-    URL. `env` adds to its environment (PGPASSWORD: the database password off its command line)."""
+    URL. `env` adds to its environment (PGPASSWORD: the database password off its command line).
+    With `users` (name: password), MLflow's basic authentication is on and they exist (created by
+    its admin, whose credentials are in `ADMINS[url]`)."""
     import httpx
 
     base = Path(tempfile.mkdtemp(prefix="equations-mlflow-"))
@@ -81,9 +111,14 @@ def mlflow_server(backend_url: str, timeout_s: float = 180, env: dict[str, str] 
     command = [str(BIN / "mlflow"), "server", "--backend-store-uri", backend_url, "--serve-artifacts",
                "--artifacts-destination", (base / "artifacts").as_uri(), "--host", "127.0.0.1",
                "--port", url.rsplit(":", 1)[1]]  # fmt: skip
+    env = dict(env or {})
+    if users is not None:
+        admin = ("admin", secrets.token_urlsafe(18))
+        command += ["--app-name", "basic-auth"]
+        env |= _auth_config(base, admin[1])
     with open(base / "server.log", "w") as log:
         server = subprocess.Popen(command, cwd=base, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                  env=os.environ | (env or {}))  # fmt: skip
+                                  env=os.environ | env)  # fmt: skip
         try:
             deadline = time.monotonic() + timeout_s
             while True:
@@ -93,6 +128,9 @@ def mlflow_server(backend_url: str, timeout_s: float = 180, env: dict[str, str] 
                 if time.monotonic() > deadline or server.poll() is not None:
                     raise RuntimeError(f"mlflow server did not start: see {base / 'server.log'}")
                 time.sleep(0.5)
+            if users is not None:
+                mlflow_users.create_users(url, admin, users)
+                ADMINS[url] = admin
             yield url
         finally:
             with contextlib.suppress(ProcessLookupError):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from pipeline import liveness, stores
+from pipeline import liveness, study_storage
 from pipeline.config import Params
 
 
@@ -20,7 +20,7 @@ def cleanup(params: Params, progress: Callable = print) -> tuple[list[str], int]
     from pipeline.tune import fail_orphans
 
     runs = Tracker(params.tracking.mlflow_tracking_uri(), params.tracking.experiment).end_orphans()
-    trials = fail_orphans(stores.optuna_storage(params.tracking.optuna_storage_url()))
+    trials = fail_orphans(study_storage.optuna_storage(params.tracking.optuna_storage_url()))
     progress(liveness.describe_cleanup(runs, trials) or "cleanup: nothing left RUNNING by a dead process")
     return runs, trials
 

@@ -1,0 +1,104 @@
+"""Opening the Optuna storage: its tables under the lock on first use (`stores.first_use`), and
+waiting out a database that restarts or goes away for a while.
+
+A server database (PostgreSQL) checks each pooled connection before use (`pool_pre_ping`: a
+connection a restart cut is replaced, not used) and every storage call is retried with backoff
+while the database cannot be reached, for up to `stores.wait_s()` (a minute unless
+EQUATIONS_STORE_WAIT_S says otherwise), saying so on stderr as it waits; then one `StoreError`
+naming the storage and the cause. Its own module, apart from `stores`: generating and comparing
+need the MLflow side only, and must not depend on this code (dvc.yaml's deps).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from pipeline import optuna_private, stores
+from pipeline.errors import redact
+from pipeline.stores import StoreError, Stores, describe
+
+if TYPE_CHECKING:
+    import optuna
+
+
+def prepare(where: Stores) -> None:
+    """Open both stores once (creating their schema under a lock if they are new): a clear
+    `StoreError` now rather than in the middle of a tuning, and no racing schema creation later."""
+    stores.mlflow_experiment(where.tracking_uri, where.experiment, stores.artifact_location(where.tracking_uri))
+    optuna_storage(where.optuna_url)
+
+
+def optuna_storage(url: str, existing: bool = False, **options: object) -> optuna.storages.RDBStorage:
+    """Optuna's storage for `url`, its tables created under the lock on first use (`existing`: the
+    tables must be there already, as for a worker joining a study: a wrong database name is then
+    an error, not a new empty schema). `options` go to `RDBStorage` (heartbeats). A server
+    database's connections are checked before use and its calls retried while it is unreachable
+    (`retry`)."""
+    import optuna
+
+    with stores.first_use(url, "Optuna storage"):
+        if url.startswith("sqlite:"):
+            engine = {"connect_args": {"timeout": stores.SQLITE_BUSY_TIMEOUT_S}}
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine, skip_table_creation=existing, **options)
+        # pool_pre_ping: a pooled connection that a database restart cut is replaced, not used.
+        storage = optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True},
+                                             skip_table_creation=existing, **options)  # fmt: skip
+        if existing:
+            _check_schema(storage, url)
+        return optuna_private.retrying_storage(storage, Retry(url, "Optuna storage", stores.wait_s()))
+
+
+def _check_schema(storage: optuna.storages.RDBStorage, url: str) -> None:
+    try:
+        storage.get_all_studies()
+    except Exception as exc:
+        raise StoreError(f"Optuna storage {redact(url)}: holds no Optuna studies ({describe(exc)[:120]}); is it "
+                         "the database the tuning stage uses?") from None  # fmt: skip
+
+
+class Retry:
+    """A store call retried with backoff while the store is unreachable (a restart, an outage),
+    for up to `bound_s`; then a `StoreError` naming the store and the cause. Other errors pass."""
+
+    def __init__(self, url: str, what: str, bound_s: float) -> None:
+        self.url, self.what, self.bound_s = url, what, bound_s
+
+    def __call__(self, call: Callable, *args: object, **kwargs: object) -> object:
+        start, delay = None, 0.5
+        while True:
+            try:
+                result = call(*args, **kwargs)
+            except Exception as exc:
+                if not unreachable(exc):
+                    raise
+                now = time.monotonic()
+                if start is None:
+                    start = now
+                    self._say(f"unreachable ({describe(exc)[:160]}): retrying for up to {self.bound_s:.0f} s")
+                if now - start >= self.bound_s:
+                    raise StoreError(f"{self.what} {redact(self.url)}: unreachable for {self.bound_s:.0f} s: "
+                                     f"{describe(exc)[:200]}") from None  # fmt: skip
+                time.sleep(min(delay, self.bound_s - (now - start)))
+                delay = min(2 * delay, 8.0)
+                continue
+            if start is not None:
+                self._say(f"reachable again after {time.monotonic() - start:.0f} s")
+            return result
+
+    def _say(self, message: str) -> None:
+        print(f"{self.what} {redact(self.url)}: {message}", file=sys.stderr, flush=True)
+
+
+def unreachable(exc: BaseException | None) -> bool:
+    """Whether `exc` (or what caused it) says the database could not be reached or the connection
+    was lost, as opposed to a statement it refused."""
+    from sqlalchemy.exc import DBAPIError, OperationalError
+
+    while exc is not None:
+        if isinstance(exc, OperationalError) or (isinstance(exc, DBAPIError) and exc.connection_invalidated):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
