@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 
 from pipeline import optuna_private
 from pipeline.train import Member, Tensors, Trained
-from pipeline.tune import Hooks, TuningJob, announcing, interrupted, run_batch
+from pipeline.tune import Hooks, TrialTakenOver, TuningJob, announcing, interrupted, run_batch
 
 Best = tuple[int, Member, Trained]  # (trial number, member, what became of it)
 
@@ -70,8 +70,12 @@ def _work(study: optuna.Study, job: TuningJob, data: Tensors, hooks: Hooks, mine
         if not asked:
             time.sleep(poll_s)  # the last trials are running elsewhere: they finish, or fail and come back
             continue
-        with _Heartbeat(study, asked):
-            results = run_batch(study, asked, job, data, hooks, eager=True)
+        try:
+            with _Heartbeat(study, asked):
+                results = run_batch(study, asked, job, data, hooks, eager=True)
+        except TrialTakenOver as exc:
+            exc.best = best  # the trials this worker completed before still count
+            raise
         for trial, (member, trained) in zip(asked, results, strict=True):
             better = best is None or trained.history.final_val < best[2].history.final_val
             if trained.state == "COMPLETE" and better:

@@ -83,7 +83,7 @@ def describe(exc: BaseException) -> str:
     """The reason in one line, with what to do where we know it."""
     text = redact(" ".join(str(exc).split())) or type(exc).__name__
     lowered = text.lower()
-    if missing := _missing_driver(exc):
+    if missing := missing_driver(exc):
         return (
             f"its driver {missing} is not installed: pip install 'equation-pipeline[{DRIVERS[missing]}]' "
             "(psycopg2; write the URL postgresql+psycopg2://...)"
@@ -105,7 +105,7 @@ def describe(exc: BaseException) -> str:
     return text if len(text) <= 240 else text[:240] + "..."
 
 
-def _missing_driver(exc: BaseException | None) -> str | None:
+def missing_driver(exc: BaseException | None) -> str | None:
     """The driver whose import failed, anywhere in the chain of causes (Optuna and MLflow wrap it)."""
     while exc is not None:
         if isinstance(exc, ModuleNotFoundError) and exc.name in DRIVERS:

@@ -11,6 +11,7 @@ need the MLflow side only, and must not depend on this code (dvc.yaml's deps).
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -40,23 +41,21 @@ def optuna_storage(url: str, existing: bool = False, **options: object) -> optun
     import optuna
 
     with stores.first_use(url, "Optuna storage"):
-        if url.startswith("sqlite:"):
-            engine = {"connect_args": {"timeout": stores.SQLITE_BUSY_TIMEOUT_S}}
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine, skip_table_creation=existing, **options)
+        sqlite = url.startswith("sqlite:")
         # pool_pre_ping: a pooled connection that a database restart cut is replaced, not used.
-        storage = optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True},
-                                             skip_table_creation=existing, **options)  # fmt: skip
-        if existing:
-            _check_schema(storage, url)
+        engine = {"connect_args": {"timeout": stores.SQLITE_BUSY_TIMEOUT_S}} if sqlite else {"pool_pre_ping": True}
+        try:
+            storage = optuna.storages.RDBStorage(url, engine_kwargs=engine, skip_table_creation=existing, **options)
+            if existing:
+                storage.get_all_studies()
+        except Exception as exc:
+            if existing and not unreachable(exc) and not stores.missing_driver(exc):
+                raise StoreError(f"Optuna storage {redact(url)}: holds no Optuna studies ({describe(exc)[:120]}); "
+                                 "is it the database the tuning stage uses?") from None  # fmt: skip
+            raise
+        if sqlite:
+            return storage
         return optuna_private.retrying_storage(storage, Retry(url, "Optuna storage", stores.wait_s()))
-
-
-def _check_schema(storage: optuna.storages.RDBStorage, url: str) -> None:
-    try:
-        storage.get_all_studies()
-    except Exception as exc:
-        raise StoreError(f"Optuna storage {redact(url)}: holds no Optuna studies ({describe(exc)[:120]}); is it "
-                         "the database the tuning stage uses?") from None  # fmt: skip
 
 
 class Retry:
@@ -98,7 +97,16 @@ def unreachable(exc: BaseException | None) -> bool:
     from sqlalchemy.exc import DBAPIError, OperationalError
 
     while exc is not None:
-        if isinstance(exc, OperationalError) or (isinstance(exc, DBAPIError) and exc.connection_invalidated):
+        if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+            return True
+        if isinstance(exc, OperationalError) and _CONNECTION.search(str(exc.orig)):
             return True
         exc = exc.__cause__ or exc.__context__
     return False
+
+
+# What drivers say of a lost or refused connection (psycopg2: "could not connect to server",
+# "server closed the connection unexpectedly", "terminating connection due to administrator
+# command", "the database system is shutting down"), unlike OperationalErrors of a statement
+# (SQLite's "no such table").
+_CONNECTION = re.compile(r"connect|could not|shutting down|starting up|timed? ?out|ssl syscall", re.IGNORECASE)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline.errors import redact
+from pipeline.errors import FaultError, redact
 
 if TYPE_CHECKING:
     import numpy as np
@@ -183,7 +183,28 @@ class Tracker:
 
     def log_artifacts(self, run_id: str, paths: list[Path]) -> None:
         for path in paths:
-            self.client.log_artifact(run_id, str(path))
+            with self.storing(Path(path).name):
+                self.client.log_artifact(run_id, str(path))
+
+    @contextmanager
+    def storing(self, what: str) -> Iterator[None]:
+        """An artifact write that fails, said in one line with its cause where it can be known: a
+        full or unwritable local disk names itself (OSError); a server's artifact store answers
+        only HTTP 500 (the cause is in the server's log), after MLflow's bounded retries."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            yield
+        except OSError as exc:
+            where = f" ({exc.filename})" if exc.filename else ""
+            raise ArtifactError(f"artifact {what}: cannot be written: {exc.strerror or exc}{where}") from None
+        except MlflowException as exc:
+            if "error responses" not in str(exc):
+                raise
+            raise ArtifactError(
+                f"artifact {what}: the tracking server {redact(self.tracking_uri)} refused it (HTTP 500 after "
+                "retries); its log says why, most often a full or unwritable artifact store"
+            ) from None
 
     def log_torch_model(
         self, run_id: str, logged: LoggedModel, params: dict, metrics: dict, dataset: DatasetRef
@@ -199,7 +220,7 @@ class Tracker:
         with torch.no_grad():
             y_example = logged.model(torch.as_tensor(logged.example)).numpy()
         mlflow.set_tracking_uri(self.tracking_uri)  # log_model only speaks through the fluent API
-        with mlflow.start_run(run_id=run_id):
+        with self.storing(f"{logged.name} (the logged model)"), mlflow.start_run(run_id=run_id):
             info = mlflow.pytorch.log_model(
                 logged.model,
                 name=logged.name,
@@ -223,6 +244,10 @@ class Tracker:
         ]  # fmt: skip
         self.client.log_batch(run_id, metrics=points)
         return info.model_uri
+
+
+class ArtifactError(FaultError):
+    """An artifact the tracking store could not take: a full disk, no permission, a server's error."""
 
 
 def curve_points(train_loss: list[float], val_loss: list[float], max_points: int | None = None) -> list:

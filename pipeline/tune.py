@@ -376,7 +376,10 @@ class _Batch:
 
 class TrialTakenOver(RuntimeError):
     """A trial of this process was failed (and retried) elsewhere while this process was away: a
-    worker paused, or cut off, past the heartbeat grace. Its result is no longer wanted."""
+    worker paused, or cut off, past the heartbeat grace. Its result is no longer wanted. `best`:
+    what the worker had completed before (set by `shared_study`), whose model is still wanted."""
+
+    best: object = None
 
 
 def _still_running(study: optuna.Study, trial: optuna.Trial) -> bool:

@@ -67,8 +67,9 @@ def tune_by_workers(study: optuna.Study, job: TuningJob, run: records.FamilyRun,
             process.wait()
     if ended := end_stale_runs(study, where.tracking_uri):
         progress(f"[{run.name}] {ended} trial run(s) that workers which died left RUNNING were ended")
-    # Local workers have all exited: the best model is logged by now or never will be.
-    patience_s = 30 if processes else 300
+    # Once the study is complete every worker is idle (none holds a running trial) and logs its best
+    # model within seconds of its next look; local ones have exited already. A minute is ample.
+    patience_s = 30 if processes else 60
     trial, model, member, history = collect(study, where.tracking_uri, patience_s,
                                             lambda t: retrain(t, job, run, progress))  # fmt: skip
     states = [t.state for t in study.get_trials(deepcopy=False)]
@@ -278,7 +279,7 @@ def work(parent_id: str, tracking_uri: str, storage_url: str, progress: Progress
         best = shared_study.join(study, job, tensors, trials.hooks())
     except TrialTakenOver as exc:  # this worker was away too long: the study went on without it
         progress(f"[{run.name}] {exc} while this worker was away (paused or cut off): it stops here")
-        return len(trials.done)
+        best = exc.best  # its earlier trials stand: the best of them may be the study's best
     except shared_study.StudyAbandoned as exc:
         progress(f"[{run.name}] {exc}: this worker stops")
         return len(trials.done)
@@ -323,7 +324,9 @@ class _WorkerTrials:
                 tags = {"trial": str(number)}
                 self.runs[number] = records.open_run(self.run.target, f"{name}/trial-{number}", tags, parent_id,
                                                      self.run.source)  # fmt: skip
-        return lambda number: {"mlflow_run_id": self.runs[number]}
+        # Which worker trains each trial, on the trial too (optuna-dashboard shows its attributes).
+        owner = liveness.owner()
+        return lambda number: {"mlflow_run_id": self.runs[number]} | owner
 
     def on_trial(self, outcome: TrialOutcome) -> None:
         records.record_trial(self.run.target, self.runs[outcome.number], outcome)

@@ -205,3 +205,32 @@ def test_store_errors_never_show_a_password_and_name_a_missing_driver(monkeypatc
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://u:s3cret@127.0.0.1:1")
     assert cli.main(["worker", "--parent", "0" * 32]) == 2
     assert capsys.readouterr().err.strip() == "error: --storage: not given and OPTUNA_STORAGE is not set"
+
+
+def test_start_up_errors_come_in_seconds_and_say_what_is_wrong(tmp_path, monkeypatch, capsys):
+    import time
+
+    from pipeline import cli, stores, study_storage
+
+    # A tracking server nobody answers at: seconds, not MLflow's minutes of retries; no password shown.
+    monkeypatch.setenv("OPTUNA_STORAGE", f"sqlite:///{tmp_path / 'optuna.db'}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://u:s3cret@127.0.0.1:1")
+    start = time.monotonic()
+    assert cli.main(["worker", "--parent", "0" * 32]) == 1
+    error = capsys.readouterr().err.strip()
+    assert time.monotonic() - start < 10 and "s3cret" not in error
+    assert error.startswith("error: MLflow tracking server http://u:***@127.0.0.1:1: unreachable (ConnectError")
+    # postgres:// (Heroku's spelling) is no SQLAlchemy dialect: said so, with the spelling that works.
+    with pytest.raises(stores.StoreError, match=r"unsupported URL scheme postgres://: write postgresql\+psycopg2://"):
+        study_storage.optuna_storage("postgres://u:s3cret@127.0.0.1:1/optuna")
+    # A worker's database without Optuna's tables (a wrong name): said, and no tables made there.
+    empty = tmp_path / "other.db"
+    with pytest.raises(stores.StoreError, match="holds no Optuna studies .* the database the tuning stage uses"):
+        study_storage.optuna_storage(f"sqlite:///{empty}", existing=True)
+    import sqlite3
+
+    assert sqlite3.connect(empty).execute("select name from sqlite_master").fetchall() == []
+    # The bound on waiting out a store: a bad value names the variable and the value.
+    monkeypatch.setenv("EQUATIONS_STORE_WAIT_S", "a minute")
+    with pytest.raises(stores.StoreWaitError, match="EQUATIONS_STORE_WAIT_S='a minute': expected seconds"):
+        stores.wait_s()

@@ -5,6 +5,7 @@ flows/prefect_private.py for why each is used)."""
 from __future__ import annotations
 
 import inspect
+import re
 import tomllib
 from importlib.metadata import version
 
@@ -34,6 +35,15 @@ def test_optuna_is_a_pinned_version_and_has_the_private_names_we_use(tmp_path):
     assert isinstance(trial._trial_id, int) and isinstance(study._storage, optuna.storages.BaseStorage)
     backend = getattr(study._storage, "_backend", study._storage)
     assert callable(backend.scoped_session.remove)  # optuna_private.reset_session
+    # optuna_private.retrying_storage: what Optuna's cache wrapper calls on the storage it wraps.
+    from optuna.storages._heartbeat import BaseHeartbeat
+
+    from pipeline.optuna_private import _BACKEND_CALLS
+
+    assert isinstance(backend, optuna.storages.RDBStorage) and issubclass(optuna.storages.RDBStorage, BaseHeartbeat)
+    assert all(callable(getattr(backend, name, None)) for name in _BACKEND_CALLS)
+    cached = inspect.getsource(type(study._storage))
+    assert set(re.findall(r"self\._backend\.(_\w+)\(", cached)) <= set(_BACKEND_CALLS) | {"_get_stale_trial_ids"}
 
 
 def test_prefect_is_a_pinned_version_and_has_the_private_names_we_use():

@@ -10,6 +10,7 @@ within the bound (waited out) and beyond it (one line, previous outputs intact, 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -134,8 +135,12 @@ def test_three_workers_on_postgres_and_an_authenticated_server_survive_a_kill_a_
                         return found
             return None
 
-        victim = wait_for(busy_worker, 180, "a worker in the middle of its trials", interval=0.2)
-        victim.send_signal(signal.SIGKILL)  # mid-batch: its trials stop beating
+        # Killed right after its first trial is told: that trial's MLflow run is still being written
+        # (or not yet ended), and the rest of its batch is still training (they stop beating).
+        first = wait_for(lambda: study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), 180,
+                         "a trial told COMPLETE", interval=0.01)[0]  # fmt: skip
+        victim = next(w for w in workers if w.pid == int(first.user_attrs["owner.pid"]))
+        victim.send_signal(signal.SIGKILL)
         sleeper = wait_for(lambda: busy_worker((victim,)), 180, "another worker mid-trials", interval=0.2)
         sleeper.send_signal(signal.SIGSTOP)  # past the heartbeat grace (20 s): its trials are retried elsewhere
         throwaway.pg_ctl(postgres, "restart")  # a database blip under everyone
@@ -177,6 +182,9 @@ def test_three_workers_on_postgres_and_an_authenticated_server_survive_a_kill_a_
         for run in nested:
             if run.info.status == "FINISHED" and "retry_of_trial" in run.data.tags:
                 assert int(run.data.tags["owner.pid"]) in {w.pid for w in workers if w is not victim}
+        # The run of the trial its worker had just told: complete, by the worker or else by the stage.
+        told = client.get_run(first.user_attrs["mlflow_run_id"])
+        assert told.info.status == "FINISHED" and told.data.metrics["val_mse"] == pytest.approx(first.value)
         assert client.get_run(parent_id).info.status == "FINISHED"
     # The stage's DVC outputs have the shape of a one-process run's.
     assert sorted(p.name for p in (repo / "models" / "product-mlp").iterdir()) == [
@@ -297,3 +305,59 @@ def dump(url_prefix: str, database: str) -> str:
     done = subprocess.run(command, capture_output=True, text=True, env=os.environ | {"PGPASSWORD": SECRET}, check=True)
     assert "COPY public." in done.stdout  # it did dump the tables
     return done.stdout
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small file system needs root (CI runs as root)")
+@pytest.mark.parametrize("store", ["server", "local"])
+def test_a_full_artifact_disk_fails_the_stage_in_bounded_time_naming_the_cause_and_keeps_the_outputs(tmp_path, store):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], check=True)
+    try:
+        (disk / "filler").write_bytes(b"")
+        with contextlib.suppress(OSError), open(disk / "filler", "wb") as filler:  # the disk is full
+            filler.write(b"\0" * (2 << 20))
+        repo = tmp_path / "repo"
+        shutil.copytree(Path(__file__).resolve().parents[1] / "pipeline", repo / "pipeline")
+        params = shrink(yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text()),
+                        datasets=("product",))  # fmt: skip
+        (repo / "params.yaml").write_text(yaml.safe_dump(params))
+        previous = {"models/product-linear/model.pt": b"earlier weights", "metrics/product-linear.json": b"{}\n"}
+        for path, content in previous.items():
+            (repo / path).parent.mkdir(parents=True, exist_ok=True)
+            (repo / path).write_bytes(content)
+        env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {
+            "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "EQUATIONS_STORE_WAIT_S": "8",
+            "OPTUNA_STORAGE": f"sqlite:///{tmp_path / 'optuna.db'}"}  # fmt: skip
+        subprocess.run(["python", "-m", "pipeline", "generate", "--dataset", "product", "--out", "data/product.npz",
+                        "--meta", "data/product.json"], cwd=repo, env=env, check=True, capture_output=True)  # fmt: skip
+        tune = ["python", "-m", "pipeline", "tune", "--dataset", "product", "--models", "linear", "--data",
+                "data/product.npz", "--models-dir", "models", "--metrics-dir", "metrics",
+                "--plots-dir", "plots"]  # fmt: skip
+        with contextlib.ExitStack() as stack:
+            if store == "server":
+                backend = f"sqlite:///{tmp_path / 'mlflow.db'}"
+                env["MLFLOW_TRACKING_URI"] = stack.enter_context(throwaway.mlflow_server(backend, artifacts=disk))
+            else:  # a local store: its artifacts beside the database (`mlruns`), on the full disk
+                (tmp_path / "store").mkdir()
+                (tmp_path / "store" / "mlruns").symlink_to(disk)
+                env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+            start = time.monotonic()
+            done = subprocess.run(tune, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+            seconds = time.monotonic() - start
+            client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+            experiment = client.get_experiment_by_name("equations")
+            (parent,) = client.search_runs([experiment.experiment_id], "tags.role = 'parent'")
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
+    last = done.stderr.strip().splitlines()[-1]
+    cause = (
+        "refused it \\(HTTP 500 after retries\\); its log says why" if store == "server" else "No space left on device"
+    )
+    assert re.match(rf"error: artifact \S+: .*{cause}", last), last
+    assert seconds < 120, f"the stage took {seconds:.0f} s to give up"
+    assert parent.info.status == "FAILED"
+    for path, content in previous.items():
+        assert (repo / path).read_bytes() == content, f"{path} changed by a run that failed"
+    assert not list(repo.rglob(".*.tmp")), "staged outputs left behind"

@@ -99,17 +99,17 @@ def _auth_config(base: Path, admin_password: str) -> dict[str, str]:
 
 @contextlib.contextmanager
 def mlflow_server(backend_url: str, timeout_s: float = 180, env: dict[str, str] | None = None,
-                  users: dict[str, str] | None = None) -> Iterator[str]:  # fmt: skip
+                  users: dict[str, str] | None = None, artifacts: Path | None = None) -> Iterator[str]:  # fmt: skip
     """`mlflow server` with its runs in `backend_url` and proxied artifacts in a temp dir; yields its
     URL. `env` adds to its environment (PGPASSWORD: the database password off its command line).
     With `users` (name: password), MLflow's basic authentication is on and they exist (created by
-    its admin, whose credentials are in `ADMINS[url]`)."""
+    its admin, whose credentials are in `ADMINS[url]`). `artifacts`: where its artifacts go."""
     import httpx
 
     base = Path(tempfile.mkdtemp(prefix="equations-mlflow-"))
     url = f"http://127.0.0.1:{free_port()}"
     command = [str(BIN / "mlflow"), "server", "--backend-store-uri", backend_url, "--serve-artifacts",
-               "--artifacts-destination", (base / "artifacts").as_uri(), "--host", "127.0.0.1",
+               "--artifacts-destination", (artifacts or base / "artifacts").as_uri(), "--host", "127.0.0.1",
                "--port", url.rsplit(":", 1)[1]]  # fmt: skip
     env = dict(env or {})
     if users is not None:
