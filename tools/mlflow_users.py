@@ -5,8 +5,8 @@ and its experiment (docs/distributed.md, step 2b). MLflow's own auth client does
 
 Every password is typed at a prompt (never an argument: `ps` shows command lines to every user).
 Makes user `equations` (the stage: it manages the experiment, registers champions) and user
-`equations-worker` (the workers: they write the experiment's runs, nothing of the registry), and
-the experiment `equations`. Any other account the server has can read (`default_permission`).
+`equations-worker` (the workers: they write the experiment's runs; they cannot change the stage's
+registered models), and the experiment `equations`. Any other account the server has can read (`default_permission`).
 """
 
 from __future__ import annotations
