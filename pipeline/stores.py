@@ -186,6 +186,9 @@ def reach_server(uri: str, timeout_s: float = 5.0) -> None:
     retries = max(1, math.ceil(math.log2(bound / 2 + 1))) if bound else 0
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(retries))
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "2")
+    # MLflow prints "View run ... at: URL" for every run it ends on a server: a hundred lines a
+    # tuning, beside our own line per trial.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     try:
         answer = httpx.get(f"{uri.rstrip('/')}/health", timeout=timeout_s)
     except httpx.HTTPError as exc:
