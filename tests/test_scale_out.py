@@ -144,7 +144,15 @@ def test_three_workers_on_postgres_and_an_authenticated_server_survive_a_kill_a_
         sleeper = wait_for(lambda: busy_worker((victim,)), 180, "another worker mid-trials", interval=0.2)
         sleeper.send_signal(signal.SIGSTOP)  # past the heartbeat grace (20 s): its trials are retried elsewhere
         throwaway.pg_ctl(postgres, "restart")  # a database blip under everyone
-        time.sleep(27)
+        paused = {
+            t.number
+            for t in running_trials(study)
+            if "mlflow_run_id" in t.user_attrs
+            and client.get_run(t.user_attrs["mlflow_run_id"]).data.tags["owner.pid"] == str(sleeper.pid)
+        }
+        # Failed once the grace is over and another worker looks (between its batches): only then resume.
+        wait_for(lambda: paused and all(t.state == TrialState.FAIL for t in study.get_trials(deepcopy=False)
+                                        if t.number in paused), 300, "the paused worker's trials failed")  # fmt: skip
         sleeper.send_signal(signal.SIGCONT)
         output, _ = coordinator.communicate(timeout=600)
         assert coordinator.returncode == 0, "".join(lines) + output
