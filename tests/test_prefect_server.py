@@ -90,7 +90,12 @@ def _healthy(api: str) -> bool:
 
 
 def _post(api: str, path: str, body: dict | None = None):
-    response = httpx.post(f"{api}{path}", json=body or {}, timeout=10)
+    """POST as Prefect's own client does: a 503 or 429 (its database busy) is retried with backoff."""
+    for attempt in range(6):
+        response = httpx.post(f"{api}{path}", json=body or {}, timeout=10)
+        if response.status_code not in (429, 503) or attempt == 5:
+            break
+        time.sleep(2**attempt)
     response.raise_for_status()
     return response.json()
 
