@@ -106,7 +106,17 @@ def features(x: torch.Tensor, terms: tuple[str, ...] = (), variables: tuple[str,
     if not terms:
         return x
     columns = library.columns(x, terms, variables or shorthand(x.shape[-1]), TORCH_FUNCTIONS, TORCH_OPS)
-    return torch.cat([x, *(torch.as_tensor(c, dtype=x.dtype).expand(x.shape[:-1]).unsqueeze(-1) for c in columns)], -1)
+    # Stacked at once, and converted only where needed (a constant term): each extra op per column
+    # is a node of the exported graph, and a library of 50 terms made 200 of them, most of the
+    # seconds MLflow spends tracing and saving a model.
+    return torch.cat([x, torch.stack([_column(c, x) for c in columns], -1)], -1)
+
+
+def _column(value: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
+    """A term's column as it came (a tensor of x's dtype), or a constant term spread over x's rows."""
+    if isinstance(value, torch.Tensor) and value.dtype == x.dtype:
+        return value
+    return torch.as_tensor(value, dtype=x.dtype).expand(x.shape[:-1])
 
 
 def layer_shapes(spec: ModelSpec, n_features: int) -> list[tuple[int, int]]:

@@ -5,7 +5,8 @@ A server database (PostgreSQL) checks each pooled connection before use (`pool_p
 connection a restart cut is replaced, not used) and every storage call is retried with backoff
 while the database cannot be reached, for up to `stores.wait_s()` (a minute unless
 EQUATIONS_STORE_WAIT_S says otherwise), saying so on stderr as it waits; then one `StoreError`
-naming the storage and the cause. Its own module, apart from `stores`: generating and comparing
+naming the storage and the cause. Also the cleanup of studies whose owner died (`fail_orphans`).
+Its own module, apart from `stores`: generating and comparing
 need the MLflow side only, and must not depend on this code (dvc.yaml's deps).
 """
 
@@ -17,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from pipeline import optuna_private, stores
+from pipeline import liveness, optuna_private, stores
 from pipeline.errors import redact
 from pipeline.stores import StoreError, Stores, describe
 
@@ -110,3 +111,34 @@ def unreachable(exc: BaseException | None) -> bool:
 # command", "the database system is shutting down"), unlike OperationalErrors of a statement
 # (SQLite's "no such table").
 _CONNECTION = re.compile(r"connect|could not|shutting down|starting up|timed? ?out|ssl syscall", re.IGNORECASE)
+
+
+# A study attribute: its owner saw every trial ended (or, for a study whose owner died, the next
+# run's cleanup did). `fail_orphans` skips such studies, or the cleanup that starts every tuning
+# would read the trials of every study the stores ever held: at a table's hundred datasets,
+# hundreds of studies, seconds per tuning.
+ENDED = "tuning_ended"
+
+
+def mark_ended(study: optuna.Study) -> None:
+    study.set_user_attr(ENDED, True)
+
+
+def fail_orphans(storage: optuna.storages.BaseStorage) -> int:
+    """Tell FAIL every RUNNING trial of a study whose owner process is gone (see `liveness`).
+
+    A tuning killed with SIGKILL cannot tell its trials; this is what its next run does first.
+    Returns how many trials it failed."""
+    import optuna
+    from optuna.trial import TrialState
+
+    failed = 0
+    for frozen in storage.get_all_studies():
+        if frozen.user_attrs.get(ENDED) or not liveness.is_gone(frozen.user_attrs):
+            continue
+        study = optuna.load_study(study_name=frozen.study_name, storage=storage)
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+            failed += 1
+        mark_ended(study)
+    return failed

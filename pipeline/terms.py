@@ -169,5 +169,7 @@ def columns(
 ) -> list:
     """Each term evaluated on the rows of X (columns: `variables`), as a list of columns: numpy by
     default, or torch with torch's functions and operators (see `equations.evaluate`)."""
-    index = {name: i for i, name in enumerate(variables)}
-    return [evaluate(_tree(name, variables), lambda v: X[..., index[v]], functions, ops) for name in names]
+    # Each variable's column taken once: a term's every mention of it would be another slice (in
+    # torch, another node of an exported model's graph).
+    column = {name: X[..., i] for i, name in enumerate(variables)}
+    return [evaluate(_tree(name, variables), column.__getitem__, functions, ops) for name in names]

@@ -159,24 +159,6 @@ def create_study(
     return study
 
 
-def fail_orphans(storage: optuna.storages.BaseStorage) -> int:
-    """Tell FAIL every RUNNING trial of a study whose owner process is gone (see `liveness`).
-
-    A tuning killed with SIGKILL cannot tell its trials; this is what its next run does first.
-    Returns how many trials it failed."""
-    from pipeline import liveness
-
-    failed = 0
-    for frozen in storage.get_all_studies():
-        if not liveness.is_gone(frozen.user_attrs):
-            continue
-        study = optuna.load_study(study_name=frozen.study_name, storage=storage)
-        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
-            failed += 1
-    return failed
-
-
 def tune(study: optuna.Study, job: TuningJob, data: Tensors, hooks: Hooks | None = None) -> TuneResult:
     """Run the job's `n_trials` trials of `study`, `batch` at a time; return the best trial's model."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the caller's hooks report progress

@@ -62,11 +62,9 @@ def tune_dataset(plan: Plan, dataset: Dataset, where: Stores, workers: int | Non
         # Submitted first: the recorder starts (imports, store set-up) while this process loads torch.
         orphans = recorder.submit(records.end_orphan_runs, Target(uri, experiment))
         opened = recorder.submit(records.open_runs, targets, plan.source, {"role": "parent"})
-        from pipeline.tune import fail_orphans  # torch and optuna: imported while the recorder starts
-
         _use_threads(next(iter(plan.jobs.values())).threads)
         storage = study_storage.optuna_storage(where.optuna_url)
-        if message := liveness.describe_cleanup(orphans.result(), fail_orphans(storage)):
+        if message := liveness.describe_cleanup(orphans.result(), study_storage.fail_orphans(storage)):
             progress(message)
         session = _Session(plan, dataset, where, recorder, progress)
         return session.run({f: FamilyRun(targets[f], run_id, plan.source) for f, run_id in opened.result().items()},
@@ -129,7 +127,11 @@ class _Session:
 
         data = self.dataset
         tensors = Tensors.from_arrays(data.X_train, data.y_train, data.X_val, data.y_val, job.device, job.standardize)
-        return tune(study, job, tensors, self._hooks(run, job.n_trials))
+        result = tune(study, job, tensors, self._hooks(run, job.n_trials))
+        # Every trial was told by this process. (Not so with workers: one may still be ending a
+        # trial, and if it dies there, the next cleanup must still look at this study.)
+        study_storage.mark_ended(study)
+        return result
 
     def _finish(self, family: str, run: FamilyRun, result: TuneResult) -> Future:
         self.progress(

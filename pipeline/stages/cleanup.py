@@ -17,10 +17,9 @@ from pipeline.config import Params
 def cleanup(params: Params, progress: Callable = print) -> tuple[list[str], int]:
     """Returns the ended run ids and the number of failed trials."""
     from pipeline.tracking import Tracker
-    from pipeline.tune import fail_orphans
 
     runs = Tracker(params.tracking.mlflow_tracking_uri(), params.tracking.experiment).end_orphans()
-    trials = fail_orphans(study_storage.optuna_storage(params.tracking.optuna_storage_url()))
+    trials = study_storage.fail_orphans(study_storage.optuna_storage(params.tracking.optuna_storage_url()))
     progress(liveness.describe_cleanup(runs, trials) or "cleanup: nothing left RUNNING by a dead process")
     return runs, trials
 
