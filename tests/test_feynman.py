@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import yaml
@@ -33,10 +34,14 @@ def table(tmp_path_factory):
     params["tuning"]["mlp"]["space"]["epochs"] = {"low": 60, "high": 80}
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     outs = ["--models-dir", "models", "--metrics-dir", "metrics", "--plots-dir", "plots"]
-    for name in params["datasets"]:
+
+    def stages(name: str) -> None:
         sh(root, "python", "-m", "pipeline", "generate", "--dataset", name, "--out", f"data/{name}.npz",
            "--meta", f"data/{name}.json")  # fmt: skip
         sh(root, "python", "-m", "pipeline", "tune", "--dataset", name, "--data", f"data/{name}.npz", *outs)
+
+    with ThreadPoolExecutor(2) as pool:  # two datasets at once on the same stores, as the flow runs them
+        list(pool.map(stages, params["datasets"]))
     sh(root, "python", "-m", "pipeline", "compare", *outs, "--out", "reports")
     return root
 
