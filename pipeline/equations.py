@@ -16,6 +16,7 @@ import operator
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -240,10 +241,35 @@ def _check_call(node: ast.Call, text: str) -> None:
 
 
 def evaluate(
-    node: ast.AST, column: Callable[[int], Any], functions: dict | None = None, ops: dict | None = None
+    node: ast.AST,
+    column: Callable[[int], Any],
+    functions: dict | None = None,
+    ops: dict | None = None,
+    memo: dict[str, Any] | None = None,
 ) -> Any:
     """The checked tree's value, with `column(name)` for a variable: numpy by default; pass torch's
-    functions and Python's operators (`TORCH_OPS`) to build the same expression on tensors."""
+    functions and Python's operators (`TORCH_OPS`) to build the same expression on tensors.
+
+    `memo` holds the values of subexpressions already evaluated, by their form, for calls that share
+    it: a library's terms repeat their factors (`m**2*r`, `m**2*t`, `m**2*r*t`), and each repeat
+    would be computed again (on tensors, another node of an exported model's graph). The values are
+    the same either way: the same operations on the same inputs."""
+    if memo is None or isinstance(node, (ast.Constant, ast.Name)):
+        return _evaluate(node, column, functions, ops, memo)
+    key = _form(node)
+    if key not in memo:
+        memo[key] = _evaluate(node, column, functions, ops, memo)
+    return memo[key]
+
+
+@cache
+def _form(node: ast.AST) -> str:
+    return ast.dump(node)
+
+
+def _evaluate(
+    node: ast.AST, column: Callable[[int], Any], functions: dict | None, ops: dict | None, memo: dict | None
+) -> Any:
     functions = FUNCTIONS if functions is None else functions
     ops = BINARY_OPS if ops is None else ops
     if isinstance(node, ast.Constant):
@@ -251,12 +277,12 @@ def evaluate(
     if isinstance(node, ast.Name):
         return CONSTANTS[node.id] if node.id in CONSTANTS else column(node.id)
     if isinstance(node, ast.UnaryOp):
-        value = evaluate(node.operand, column, functions, ops)
+        value = evaluate(node.operand, column, functions, ops, memo)
         return -value if isinstance(node.op, ast.USub) else value
     if isinstance(node, ast.BinOp):
-        left = evaluate(node.left, column, functions, ops)
-        return ops[type(node.op)](left, evaluate(node.right, column, functions, ops))
-    return functions[node.func.id](evaluate(node.args[0], column, functions, ops))
+        left = evaluate(node.left, column, functions, ops, memo)
+        return ops[type(node.op)](left, evaluate(node.right, column, functions, ops, memo))
+    return functions[node.func.id](evaluate(node.args[0], column, functions, ops, memo))
 
 
 # Python's operators: what tensors (and torch.export) need, where numpy takes its ufuncs.

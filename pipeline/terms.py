@@ -171,5 +171,5 @@ def columns(
     default, or torch with torch's functions and operators (see `equations.evaluate`)."""
     # Each variable's column taken once: a term's every mention of it would be another slice (in
     # torch, another node of an exported model's graph).
-    column = {name: X[..., i] for i, name in enumerate(variables)}
-    return [evaluate(_tree(name, variables), column.__getitem__, functions, ops) for name in names]
+    column, shared = {name: X[..., i] for i, name in enumerate(variables)}, {}
+    return [evaluate(_tree(name, variables), column.__getitem__, functions, ops, shared) for name in names]

@@ -115,3 +115,38 @@ def test_sympy_form_is_built_from_the_tree():
     expr = parse("(2*x0 - 3)*(x1 + 1)", 10).to_sympy()
     x0, x1 = sympy.symbols("x0 x1")
     assert sympy.expand(expr - (2 * x0 * x1 + 2 * x0 - 3 * x1 - 3)) == 0
+
+
+def test_a_library_computes_each_shared_factor_once_with_the_same_values():
+    import ast
+    import operator
+
+    import torch
+
+    from pipeline import terms
+    from pipeline.equations import TORCH_OPS
+    from pipeline.models import TORCH_FUNCTIONS, LinearModel
+
+    calls = {ast.Mult: 0, ast.Pow: 0}
+
+    def counted(op, fn):
+        def run(a, b):
+            calls[op] = calls.get(op, 0) + 1
+            return fn(a, b)
+
+        return run
+
+    ops = TORCH_OPS | {ast.Mult: counted(ast.Mult, operator.mul), ast.Pow: counted(ast.Pow, operator.pow)}
+    names, variables = ("m**2*r", "m**2*t", "m**2*r*t", "sin(m**2*r)"), ("m", "r", "t")
+    x = torch.rand(50, 3, dtype=torch.float64) + 1
+    columns = terms.columns(x, names, variables, TORCH_FUNCTIONS, ops)
+    # m**2 once; m**2*r once, shared by (m**2*r)*t and sin(m**2*r); m**2*t; (m**2*r)*t.
+    assert calls == {ast.Mult: 3, ast.Pow: 1}
+    m, r, t = x.unbind(-1)
+    for column, expected in zip(columns, (m**2 * r, m**2 * t, m**2 * r * t, torch.sin(m**2 * r)), strict=True):
+        assert torch.equal(column, expected)  # bit for bit: the same operations on the same inputs
+
+    # What MLflow traces to log a model: a node per operation, not per mention.
+    model = LinearModel(3, names, variables)
+    graph = torch.export.export(model, (x.float(),)).graph
+    assert len(graph.nodes) <= 16, [str(n.target) for n in graph.nodes]
