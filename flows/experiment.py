@@ -107,12 +107,29 @@ def version_task(root: Path, push: bool) -> None:
     # fingerprints (dvc.yaml's `code-` stages) take DVC a second to run; then every stage's hashes.
     # Only this folder's dvc.yaml: in a pipeline of a subfolder (examples/feynman) DVC finds the
     # repo's root above, and a bare `commit` would record the root pipeline's stages as well.
-    with contextlib.chdir(root), Repo(str(root)) as repo:
+    with contextlib.chdir(root), _this_python_on_path(), Repo(str(root)) as repo:
         stages = repo.stage.collect("dvc.yaml")
         repo.reproduce([s.addressing for s in stages if s.name.startswith("code-")], single_item=True)
         repo.commit("dvc.yaml", force=True)
         if push:
             _log(f"dvc push: {repo.push()} files sent to the default remote")
+
+
+@contextlib.contextmanager
+def _this_python_on_path() -> Iterator[None]:
+    """DVC runs a stage's command (`python -m pipeline fingerprint ...`) through the shell, with the
+    `python` that PATH finds first. A flow started as `.venv/bin/python -m flows.experiment`
+    without the venv activated (a cron job, a Prefect worker) would find another interpreter,
+    without this project installed: this one's folder goes first while DVC runs."""
+    import os
+    import sys
+
+    before = os.environ.get("PATH", "")
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{before}"
+    try:
+        yield
+    finally:
+        os.environ["PATH"] = before
 
 
 @task(task_run_name="promote champions", **RETRIES)

@@ -115,3 +115,24 @@ def test_a_bad_params_file_fails_the_run_naming_the_key(tmp_path, default_params
     with pytest.raises(ConfigError, match=r"datasets\.linear\.equation"):
         experiment(repo=str(tmp_path))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+def test_dvc_s_stage_commands_find_this_interpreter_without_the_venv_on_path(monkeypatch):
+    """A flow started as `.venv/bin/python -m flows.experiment` with the venv not activated (a cron
+    job, a Prefect worker): the `python` of the DVC stages it commits must still be this one (in
+    a pipeline of a subfolder, examples/feynman, another one failed with `No module named pipeline`)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from flows.experiment import _this_python_on_path
+
+    here = Path(sys.executable).parent
+    monkeypatch.setenv("PATH", os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if Path(p) != here))
+    with _this_python_on_path():
+        assert Path(shutil.which("python")).parent == here
+        found = subprocess.run("python -c 'import sys; print(sys.prefix)'", shell=True, capture_output=True, text=True)
+        assert found.stdout.strip() == sys.prefix
+    assert here not in [Path(p) for p in os.environ["PATH"].split(os.pathsep)]  # as it was
