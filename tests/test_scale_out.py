@@ -141,18 +141,34 @@ def test_three_workers_on_postgres_and_an_authenticated_server_survive_a_kill_a_
                          "a trial told COMPLETE", interval=0.01)[0]  # fmt: skip
         victim = next(w for w in workers if w.pid == int(first.user_attrs["owner.pid"]))
         victim.send_signal(signal.SIGKILL)
-        sleeper = wait_for(lambda: busy_worker((victim,)), 180, "another worker mid-trials", interval=0.2)
-        sleeper.send_signal(signal.SIGSTOP)  # past the heartbeat grace (20 s): its trials are retried elsewhere
+
+        def held_by(process) -> set[int]:
+            return {
+                t.number
+                for t in running_trials(study)
+                if "mlflow_run_id" in t.user_attrs
+                and client.get_run(t.user_attrs["mlflow_run_id"]).data.tags["owner.pid"] == str(process.pid)
+            }
+
+        # Paused past the heartbeat grace (20 s) while holding trials: they are retried elsewhere. A
+        # worker that finished its batch between being found busy and stopped holds none: it is
+        # resumed and the pause tried again.
+        for _ in range(50):
+            sleeper = wait_for(lambda: busy_worker((victim,)), 180, "another worker mid-trials", interval=0.2)
+            sleeper.send_signal(signal.SIGSTOP)
+            if paused := held_by(sleeper):
+                break
+            sleeper.send_signal(signal.SIGCONT)
+        assert paused, "no worker could be paused while holding trials"
         throwaway.pg_ctl(postgres, "restart")  # a database blip under everyone
-        paused = {
-            t.number
-            for t in running_trials(study)
-            if "mlflow_run_id" in t.user_attrs
-            and client.get_run(t.user_attrs["mlflow_run_id"]).data.tags["owner.pid"] == str(sleeper.pid)
-        }
         # Failed once the grace is over and another worker looks (between its batches): only then resume.
-        wait_for(lambda: paused and all(t.state == TrialState.FAIL for t in study.get_trials(deepcopy=False)
-                                        if t.number in paused), 300, "the paused worker's trials failed")  # fmt: skip
+        try:
+            wait_for(lambda: all(t.state == TrialState.FAIL for t in study.get_trials(deepcopy=False)
+                                 if t.number in paused), 300, "the paused worker's trials failed")  # fmt: skip
+        except TimeoutError:
+            states = {t.number: t.state.name for t in study.get_trials(deepcopy=False)}
+            tails = "\n".join(f"--- worker {i}\n{log.read_text()[-2000:]}" for i, log in enumerate(logs))
+            raise AssertionError(f"paused {sorted(paused)}; trials {states}\n{tails}") from None
         sleeper.send_signal(signal.SIGCONT)
         output, _ = coordinator.communicate(timeout=600)
         assert coordinator.returncode == 0, "".join(lines) + output
