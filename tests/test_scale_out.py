@@ -100,7 +100,7 @@ def start_stage(repo: Path, env: dict, workers: int, n_trials: int) -> tuple[sub
 
 
 def test_three_workers_on_postgres_and_an_authenticated_server_survive_a_kill_a_pause_and_a_restart(
-    postgres, tracking, tmp_path
+    postgres, tracking, tmp_path, request
 ):
     repo = tmp_path / "repo"
     repo.mkdir()
@@ -120,6 +120,8 @@ def test_three_workers_on_postgres_and_an_authenticated_server_survive_a_kill_a_
         )  # fmt: skip
         for i, log in enumerate(logs)
     ]
+    # A failure midway must not leave processes behind (a SIGSTOPped worker would wait forever).
+    request.addfinalizer(lambda: [p.kill() for p in (coordinator, *workers) if p.poll() is None])
     # The test's own view of the study rides out the database's restart as the pipeline's do.
     study = optuna.load_study(study_name=study_name_of(parent_id), storage=optuna_storage(storage))
     with mlflow_users.as_user(STAGE):
