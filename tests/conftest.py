@@ -101,6 +101,9 @@ NEEDS = {
 }
 
 
+MISSING = pytest.StashKey[str]()  # under xdist: what the workers found missing
+
+
 def _postgres_installed() -> bool:
     return bool(shutil.which("initdb") or list(Path("/usr/lib/postgresql").glob("*/bin/initdb")))
 
@@ -109,10 +112,29 @@ def _postgres_installed() -> bool:
 def pytest_collection_modifyitems(config, items):
     wanted = {key for item in items for key in NEEDS if item.get_closest_marker(key) or item.module.__name__ == key}
     missing = sorted({NEEDS[key][0] for key in wanted if not NEEDS[key][1]()})
-    if missing:
-        packages = " ".join(sorted({name.split()[0] for name in missing}))
-        pytest.exit(
-            f"missing system packages: {', '.join(missing)}. Install them (`sudo apt-get install {packages}`, "
-            "as .ci/run does) or leave those tests out (`-m 'not browser'`, `--ignore tests/test_scale_out.py`).",
-            returncode=4,
-        )
+    if not missing:
+        return
+    packages = " ".join(sorted({name.split()[0] for name in missing}))
+    message = (
+        f"missing system packages: {', '.join(missing)}. Install them (`sudo apt-get install {packages}`, "
+        "as .ci/run does) or leave those tests out (`-m 'not browser'`, `--ignore tests/test_scale_out.py`)."
+    )
+    if hasattr(config, "workerinput"):  # an xdist worker: pytest.exit here would crash it, so it runs
+        items[:] = []  # nothing and hands the message to the controller, which says it once
+        config.workeroutput["missing"] = message
+        return
+    pytest.exit(message, returncode=4)
+
+
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's, on the controller: a worker is done
+def pytest_testnodedown(node, error):
+    message = getattr(node, "workeroutput", {}).get("missing")
+    if message:
+        node.config.stash[MISSING] = message
+
+
+def pytest_sessionfinish(session, exitstatus):
+    message = session.config.stash.get(MISSING, None)
+    if message and not hasattr(session.config, "workerinput"):
+        session.config.get_terminal_writer().line(message, red=True)
+        session.exitstatus = 4
