@@ -65,7 +65,7 @@ def tune_by_workers(study: optuna.Study, job: TuningJob, run: records.FamilyRun,
     finally:
         for process in processes:
             process.wait()
-    if ended := end_stale_runs(study, where.tracking_uri):
+    if ended := end_stale_runs(study, where.tracking_uri, run.parent_id):
         progress(f"[{run.name}] {ended} trial run(s) that workers which died left RUNNING were ended")
     # Once the study is complete every worker is idle (none holds a running trial) and logs its best
     # model within seconds of its next look; local ones have exited already. A minute is ample.
@@ -164,7 +164,7 @@ def model_key(number: int) -> str:
     return f"model_sha256.trial-{number}"
 
 
-def end_stale_runs(study: optuna.Study, tracking_uri: str) -> int:
+def end_stale_runs(study: optuna.Study, tracking_uri: str, parent_id: str) -> int:
     """End the MLflow runs that dead workers left RUNNING (whatever host they were on: the study's
     trial states are the word of Optuna's heartbeats): KILLED for a trial that failed (it was
     retried); for a trial that finished before its worker died, its record completed from the
@@ -173,11 +173,12 @@ def end_stale_runs(study: optuna.Study, tracking_uri: str) -> int:
     from optuna.trial import TrialState
 
     client, ended = MlflowClient(tracking_uri), 0
+    running = _running_children(client, parent_id)  # one search, not one read per trial
     for trial in study.get_trials(deepcopy=False):
         run_id = trial.user_attrs.get("mlflow_run_id")
-        if not run_id or trial.user_attrs.get("surplus") or trial.state in (TrialState.RUNNING, TrialState.WAITING):
+        if run_id not in running or trial.user_attrs.get("surplus"):
             continue
-        if client.get_run(run_id).info.status != "RUNNING":
+        if trial.state in (TrialState.RUNNING, TrialState.WAITING):
             continue
         if trial.state == TrialState.FAIL:
             client.set_tag(run_id, "ended_by", "its worker stopped beating: the trial failed and was retried")
@@ -186,6 +187,19 @@ def end_stale_runs(study: optuna.Study, tracking_uri: str) -> int:
             _complete_from_study(client, run_id, trial)
         ended += 1
     return ended
+
+
+def _running_children(client: MlflowClient, parent_id: str) -> set[str]:
+    """The ids of the parent run's nested runs that are RUNNING."""
+    experiment_id = client.get_run(parent_id).info.experiment_id
+    query = f"tags.mlflow.parentRunId = '{parent_id}' and attributes.status = 'RUNNING'"
+    found, token = set(), None
+    while True:
+        page = client.search_runs([experiment_id], query, max_results=1000, page_token=token)
+        found |= {run.info.run_id for run in page}
+        token = page.token
+        if not token:
+            return found
 
 
 def _complete_from_study(client: MlflowClient, run_id: str, trial: optuna.trial.FrozenTrial) -> None:
