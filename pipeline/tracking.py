@@ -25,6 +25,8 @@ from pipeline.errors import FaultError, redact
 
 if TYPE_CHECKING:
     import numpy as np
+    from mlflow import MlflowClient
+    from mlflow.entities import Run
     from torch import nn
 
     from pipeline.data import DatasetRef
@@ -126,19 +128,13 @@ class Tracker:
         `liveness`); returns their ids. Runs of live processes and of other hosts are left alone."""
         from pipeline import liveness
 
-        ended, token = [], None
-        while True:
-            page = self.client.search_runs(
-                [self.experiment_id], "attributes.status = 'RUNNING'", max_results=1000, page_token=token
-            )
-            for run in page:
-                if liveness.is_gone(run.data.tags):
-                    self.client.set_tag(run.info.run_id, "ended_by", "cleanup: its process was gone")
-                    self.end(run.info.run_id, "KILLED")
-                    ended.append(run.info.run_id)
-            token = page.token
-            if not token:
-                return ended
+        ended = []
+        for run in every_run(self.client, self.experiment_id, "attributes.status = 'RUNNING'"):
+            if liveness.is_gone(run.data.tags):
+                self.client.set_tag(run.info.run_id, "ended_by", "cleanup: its process was gone")
+                self.end(run.info.run_id, "KILLED")
+                ended.append(run.info.run_id)
+        return ended
 
     def log(  # noqa: PLR0913 (the parts of one log_batch call)
         self,
@@ -248,6 +244,18 @@ class Tracker:
 
 class ArtifactError(FaultError):
     """An artifact the tracking store could not take: a full disk, no permission, a server's error."""
+
+
+def every_run(client: MlflowClient, experiment_id: str, query: str) -> list[Run]:
+    """Every run of the experiment that `query` (MLflow's search syntax) matches, page by page:
+    a search returns at most 1000 runs at a time."""
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], query, max_results=1000, page_token=token)
+        runs += page
+        token = page.token
+        if not token:
+            return runs
 
 
 def curve_points(train_loss: list[float], val_loss: list[float], max_points: int | None = None) -> list:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from pipeline import liveness, model_files, records
 from pipeline.data import DatasetRef
 from pipeline.errors import redact
-from pipeline.tracking import Target
+from pipeline.tracking import MLFLOW_PARENT_RUN_ID, Target, every_run
 
 if TYPE_CHECKING:
     import optuna
@@ -192,14 +192,8 @@ def end_stale_runs(study: optuna.Study, tracking_uri: str, parent_id: str) -> in
 def _running_children(client: MlflowClient, parent_id: str) -> set[str]:
     """The ids of the parent run's nested runs that are RUNNING."""
     experiment_id = client.get_run(parent_id).info.experiment_id
-    query = f"tags.mlflow.parentRunId = '{parent_id}' and attributes.status = 'RUNNING'"
-    found, token = set(), None
-    while True:
-        page = client.search_runs([experiment_id], query, max_results=1000, page_token=token)
-        found |= {run.info.run_id for run in page}
-        token = page.token
-        if not token:
-            return found
+    query = f"tags.{MLFLOW_PARENT_RUN_ID} = '{parent_id}' and attributes.status = 'RUNNING'"
+    return {run.info.run_id for run in every_run(client, experiment_id, query)}
 
 
 def _complete_from_study(client: MlflowClient, run_id: str, trial: optuna.trial.FrozenTrial) -> None:
