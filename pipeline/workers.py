@@ -176,9 +176,8 @@ def end_stale_runs(study: optuna.Study, tracking_uri: str, parent_id: str) -> in
     running = _running_children(client, parent_id)  # one search, not one read per trial
     for trial in study.get_trials(deepcopy=False):
         run_id = trial.user_attrs.get("mlflow_run_id")
-        if run_id not in running or trial.user_attrs.get("surplus"):
-            continue
-        if trial.state in (TrialState.RUNNING, TrialState.WAITING):
+        alive = trial.state in (TrialState.RUNNING, TrialState.WAITING)  # its worker may still end it
+        if run_id not in running or trial.user_attrs.get("surplus") or alive:
             continue
         if trial.state == TrialState.FAIL:
             client.set_tag(run_id, "ended_by", "its worker stopped beating: the trial failed and was retried")
