@@ -16,6 +16,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from pipeline import probe
 from pipeline.equations import FUNCTIONS, MAX_EXPONENT, RESERVED, EquationError, parse, shorthand
 from pipeline.equations import NAME as VARIABLE_NAME
 from pipeline.errors import InputError
@@ -30,7 +31,7 @@ class ConfigError(InputError):
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class OodConfig(Strict):
@@ -78,6 +79,9 @@ class VariableConfig(Strict):
                 raise ValueError(f"a loguniform variable needs low > 0, got low = {self.low}")
         if self.ood is not None and not self.ood[0] < self.ood[1]:
             raise ValueError(f"ood ({self.ood[0]}, {self.ood[1]}): its low must be below its high")
+        span = (self.low, self.high) if self.dist != "normal" else (self.mean - 4 * self.std, self.mean + 4 * self.std)
+        if max(map(abs, span + (self.ood or ()))) > probe.FLOAT32_MAX:
+            raise ValueError(f"values beyond float32's {probe.FLOAT32_MAX:.3g}, which models train in: change the unit")
         return self
 
 
@@ -131,6 +135,14 @@ class DatasetConfig(Strict):
         """The input names, in order (the columns of the data)."""
         return tuple(self.variables) if self.variables is not None else shorthand(self.n_features)
 
+    @property
+    def ranges(self) -> list[tuple[float, float]]:
+        """Where each input may be drawn: its range, a normal's mean +- 4 std (the shorthand's N(0, 1))."""
+        if self.variables is None:
+            return [(-4.0, 4.0)] * self.n_features
+        return [(v.low, v.high) if v.dist != "normal" else (v.mean - 4 * v.std, v.mean + 4 * v.std)
+                for v in self.variables.values()]  # fmt: skip
+
 
 def _check_declared(dataset: DatasetConfig) -> None:
     """Declared variables: each used by the equation, the shorthand's `ood.low/high` not set, and
@@ -141,7 +153,7 @@ def _check_declared(dataset: DatasetConfig) -> None:
         raise ValueError(f"variables {unused} are declared but not used by the equation {dataset.equation!r}")
     if {"low", "high"} & dataset.ood.model_fields_set:
         raise ValueError("ood.low/high apply to the x0..x{n-1} shorthand; give each variable its own ood: [low, high]")
-    X = _probe(dataset.variables)
+    X = probe.points(dataset.ranges)
     with np.errstate(all="ignore"):
         y = equation(X)
     bad = ~np.isfinite(y)
@@ -151,17 +163,11 @@ def _check_declared(dataset: DatasetConfig) -> None:
             f"the equation is not finite on the declared ranges ({int(bad.sum())} of {len(y)} probe points, "
             f"e.g. at {at}): narrow the ranges so that it is defined everywhere"
         )
-
-
-def _probe(variables: dict[str, VariableConfig]) -> np.ndarray:
-    """16,384 random points where a dataset of these variables may be drawn (a fixed seed: the
-    check is the same every time). Random, not the corners: a region where the equation is not
-    defined (v > c in sqrt(1 - v**2/c**2)) is hit, a single point (sin(u)/u at u = 0) is not, as a
-    draw would not hit it."""
-    ranges = [(v.low, v.high) if v.dist != "normal" else (v.mean - 4 * v.std, v.mean + 4 * v.std)
-              for v in variables.values()]  # fmt: skip
-    rng = np.random.default_rng(0)
-    return np.column_stack([rng.uniform(low, high, 16384) for low, high in ranges])
+    if (largest := probe.largest(y)) > probe.FLOAT32_MAX:
+        raise ValueError(
+            f"the equation reaches {largest:.3g} on the declared ranges, beyond float32's {probe.FLOAT32_MAX:.3g} "
+            "(models train in float32): express y in a larger unit, or narrow the ranges"
+        )
 
 
 class LinearConfig(Strict):

@@ -27,7 +27,9 @@ from fractions import Fraction
 
 import numpy as np
 
+from pipeline import probe
 from pipeline import terms as library
+from pipeline.equations import MAX_EXPONENT
 
 GRID = 0.5  # exponents are rounded to halves (square roots are common, cube roots are not)
 INNER_POWERS = (-2, -1, -0.5, 0.5, 1, 2)  # powers of an inner input multiplied into M
@@ -97,14 +99,18 @@ def _explained(log_x: np.ndarray, residual: np.ndarray) -> float:
 
 
 def propose(X: np.ndarray, y: np.ndarray, variables: tuple[str, ...], functions: tuple[str, ...]) -> tuple[str, ...]:
-    """Canonical names of the proposed terms (the raw inputs and the constant excluded)."""
+    """Canonical names of the proposed terms (the raw inputs and the constant excluded), each
+    computable in float32 on these rows (`pipeline.probe`: in SI units, m1**2 of a planet's mass is not)."""
     names: dict[str, None] = {}
     for split in splits(X, y, variables):
         for powers, others in _inner_terms(split.inner, functions):
             name = _product(split.factors, powers, others, variables)
             if name and name not in variables:
                 names[name] = None
-    return tuple(names)[:MAX_PROPOSALS]
+    with np.errstate(all="ignore"):  # in float32, as the models compute them
+        values = library.columns(X.astype(np.float32), tuple(names), variables)
+    fit = [name for name, column in zip(names, values, strict=True) if probe.largest(column) <= probe.FLOAT32_MAX]
+    return tuple(fit)[:MAX_PROPOSALS]
 
 
 Inner = tuple[dict[str, Fraction], tuple[str, ...]]  # powers of inputs, and function factors
@@ -126,7 +132,10 @@ def _inner_terms(inner: tuple[str, ...], functions: tuple[str, ...]) -> list[Inn
 
 def _product(factors: dict[str, Fraction], powers: dict[str, Fraction], others: tuple[str, ...],
              variables: tuple[str, ...]) -> str:  # fmt: skip
-    """The canonical name (as `terms.name_of` writes it) of M times an inner term; empty for 1."""
+    """The canonical name (as `terms.name_of` writes it) of M times an inner term; empty for 1,
+    and for a power no equation may hold (exp(x) on [40, 50] reads as x**45 there)."""
     total = {v: factors.get(v, Fraction(0)) + powers.get(v, Fraction(0)) for v in variables}
+    if any(abs(p) > MAX_EXPONENT for p in total.values()):
+        return ""
     parts = [library.power(v, total[v]) for v in variables if total[v] != 0]
     return "*".join(parts + sorted(others))

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.optim.adamw import adamw
 
+from pipeline.errors import InputError
 from pipeline.models import Affine, ModelSpec, Stack
 
 ADAM_BETAS = (0.9, 0.999)
@@ -184,8 +185,8 @@ def _fit_stack(
         train_sse = _train_epoch(stack, optimizer, x_epoch, y_epoch, members[0].settings.batch_size, epoch)
         val_mse = _val_mse(stack, val_x, val_y)
         leaving = []
-        if unit != 1.0:
-            train_sse, val_mse = train_sse * unit, val_mse * unit
+        if unit != 1.0:  # in float64: a y of 1e20 (or 1e-30) squares past float32's range
+            train_sse, val_mse = train_sse.double() * unit, val_mse.double() * unit
         losses = zip((train_sse / n).tolist(), val_mse.tolist(), strict=True)
         for row, (sse, val) in enumerate(losses):
             member = rows[row]
@@ -213,6 +214,9 @@ def _prepared(stack: Stack, data: Tensors) -> tuple[torch.Tensor, torch.Tensor, 
     """The stack's training and validation features and targets, standardised if `data` asks
     for it (the stack then remembers how, for its exports)."""
     train_x, val_x = stack.features(data.X_train), stack.features(data.X_val)
+    if not (finite := torch.isfinite(train_x).all(0)).all():  # every trial would diverge, saying nothing
+        names = [name for name, ok in zip(stack.variables + stack.terms, finite.tolist(), strict=True) if not ok]
+        raise InputError(f"features {names} are not finite in float32 on the training rows: change the inputs' units")
     if not data.standardize:
         return train_x, data.y_train, val_x, data.y_val
     stack.affine = affine = Affine.fit(train_x, data.y_train)

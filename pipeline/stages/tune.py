@@ -43,6 +43,9 @@ def tune(
     """
     from pipeline.tuning import Plan, tune_dataset
 
+    if "cross" in outputs and (unfit := specs.library_for(params, source.name)[1]):  # refused, or said
+        sizes = ", ".join(f"{term} ({size:.3g})" for term, size in unfit.items())
+        progress(f"[{source.name}/cross] left out of the library, not finite in float32 on the inputs' ranges: {sizes}")
     dataset, source = data.load_ref(source)  # refused here, before any run is opened
     plan = Plan(
         source=source,
@@ -61,7 +64,7 @@ def model_spec(params: Params, family: str, dataset: str, proposed: tuple[str, .
     cfg, mlp = params.datasets[dataset], params.models.mlp
     variables = tuple(cfg.variables) if cfg.variables is not None else ()
     if family == "cross":
-        library = specs.terms_for(params, dataset)
+        library = specs.library_for(params, dataset)[0]
         terms = library + tuple(term for term in proposed if term not in library)
         return ModelSpec("cross", terms=terms, variables=variables)
     if family == "mlp":
