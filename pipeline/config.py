@@ -79,10 +79,14 @@ class VariableConfig(Strict):
                 raise ValueError(f"a loguniform variable needs low > 0, got low = {self.low}")
         if self.ood is not None and not self.ood[0] < self.ood[1]:
             raise ValueError(f"ood ({self.ood[0]}, {self.ood[1]}): its low must be below its high")
-        span = (self.low, self.high) if self.dist != "normal" else (self.mean - 4 * self.std, self.mean + 4 * self.std)
-        if max(map(abs, span + (self.ood or ()))) > probe.FLOAT32_MAX:
+        if max(map(abs, self.span + (self.ood or ()))) > probe.FLOAT32_MAX:
             raise ValueError(f"values beyond float32's {probe.FLOAT32_MAX:.3g}, which models train in: change the unit")
         return self
+
+    @property
+    def span(self) -> tuple[float, float]:
+        """Where the variable may be drawn: its range, or a normal's mean +- 4 std."""
+        return (self.low, self.high) if self.dist != "normal" else (self.mean - 4 * self.std, self.mean + 4 * self.std)
 
 
 class DatasetConfig(Strict):
@@ -137,11 +141,10 @@ class DatasetConfig(Strict):
 
     @property
     def ranges(self) -> list[tuple[float, float]]:
-        """Where each input may be drawn: its range, a normal's mean +- 4 std (the shorthand's N(0, 1))."""
+        """Where each input may be drawn (`VariableConfig.span`; the shorthand's N(0, 1) within 4 std)."""
         if self.variables is None:
             return [(-4.0, 4.0)] * self.n_features
-        return [(v.low, v.high) if v.dist != "normal" else (v.mean - 4 * v.std, v.mean + 4 * v.std)
-                for v in self.variables.values()]  # fmt: skip
+        return [variable.span for variable in self.variables.values()]
 
 
 def _check_declared(dataset: DatasetConfig) -> None:
