@@ -16,6 +16,7 @@ import operator
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from fractions import Fraction
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -46,7 +47,7 @@ FUNCTIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "arccos": np.arccos,
     "arctan": np.arctan,
 }
-ALIASES = {"ln": "log"}  # written either way, read back as the first
+ALIASES = {"ln": "log", "asin": "arcsin", "acos": "arccos", "atan": "arctan"}  # read back as numpy names them
 CONSTANTS = {"pi": math.pi, "e": math.e}
 SYMPY_NAMES = {"abs": "Abs", "arcsin": "asin", "arccos": "acos", "arctan": "atan"}  # the rest keep their name
 RESERVED = set(FUNCTIONS) | set(ALIASES) | set(CONSTANTS)
@@ -161,10 +162,13 @@ def _terms(node: ast.AST) -> tuple[int, int]:
     return terms, max(terms, left_max, right_max)
 
 
-def _literal(node: ast.AST) -> float:
+def _literal(node: ast.AST) -> float | Fraction:
+    """A checked exponent's value: a number, or a fraction of two integers (`x**(3/2)`), exact."""
     if isinstance(node, ast.UnaryOp):
         value = _literal(node.operand)
         return -value if isinstance(node.op, ast.USub) else value
+    if isinstance(node, ast.BinOp):
+        return Fraction(_literal(node.left)) / Fraction(_literal(node.right))
     return node.value
 
 
@@ -226,11 +230,24 @@ def _check_variable(node: ast.Name, text: str, variables: tuple[str, ...]) -> No
 
 
 def _check_exponent(node: ast.AST, text: str) -> None:
+    """A number, or a fraction of two integers as physics writes it (`r**(-3/2)`), signed."""
     inner = node.operand if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)) else node
-    if not (isinstance(inner, ast.Constant) and type(inner.value) in (int, float)):
-        raise _refuse(node, text, "an exponent must be a number literal")
-    if abs(inner.value) > MAX_EXPONENT:
+    if isinstance(inner, ast.BinOp) and isinstance(inner.op, ast.Div):
+        if not (_is_integer(inner.left) and _is_integer(inner.right)) or _literal(inner.right) == 0:
+            raise _refuse(node, text, "an exponent's fraction must be of two integers, such as (3/2)")
+    elif not _is_number(inner):
+        raise _refuse(node, text, "an exponent must be a number, or a fraction of two integers such as (3/2)")
+    if abs(_literal(inner)) > MAX_EXPONENT:
         raise _refuse(node, text, f"exponent magnitude is limited to {MAX_EXPONENT}")
+
+
+def _is_number(node: ast.AST) -> bool:
+    return isinstance(node, ast.Constant) and type(node.value) in (int, float)
+
+
+def _is_integer(node: ast.AST) -> bool:
+    inner = node.operand if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)) else node
+    return _is_number(inner) and type(inner.value) is int
 
 
 def _check_call(node: ast.Call, text: str) -> None:
@@ -309,8 +326,10 @@ def _to_sympy(node: ast.AST, positive: frozenset[str]) -> sympy.Expr:
         return -value if isinstance(node.op, ast.USub) else value
     if isinstance(node, ast.BinOp):
         left = _to_sympy(node.left, positive)
-        if isinstance(node.op, ast.Pow):  # a literal exponent, exact: x**0.5 is sqrt(x)
-            return left ** sympy.Rational(repr(_literal(node.right)))
+        if isinstance(node.op, ast.Pow):  # a literal exponent, exact: x**0.5 is sqrt(x), x**(1/3) a cube root
+            exponent = _literal(node.right)
+            return left ** (sympy.Rational(exponent.numerator, exponent.denominator) if isinstance(exponent, Fraction)
+                            else sympy.Rational(repr(exponent)))  # fmt: skip
         right = _to_sympy(node.right, positive)
         return {
             ast.Add: lambda: left + right,

@@ -5,6 +5,7 @@ negative and fractional exponents read back exactly from data by the physics lib
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -78,6 +79,20 @@ def test_constants_and_the_functions_physics_uses():
     assert list(truth) == ["q*epsilon**-1*r**-2"] and truth["q*epsilon**-1*r**-2"] == pytest.approx(1 / (4 * math.pi))
     work = parse("n*ln(V2/V1)", ("n", "V1", "V2"))
     assert reference.true_coefficients(work, frozenset({"n", "V1", "V2"})) == {"n*log(V1)": -1.0, "n*log(V2)": 1.0}
+
+
+def test_exponents_as_physics_writes_them_fractions_of_integers_and_the_c_names_of_arcsin():
+    X = np.array([[4.0, 0.5]])
+    kepler = parse("a**(3/2)*m**(-1/2) + asin(m) + acos(m) + atan(m)", ("a", "m"))
+    assert kepler(X)[0] == pytest.approx(8 / math.sqrt(0.5) + math.asin(0.5) + math.acos(0.5) + math.atan(0.5))
+    truth = reference.true_coefficients(parse("2*pi*a**(3/2)/sqrt(G*M)", ("a", "G", "M")), frozenset({"a", "G", "M"}))
+    assert truth == {"a**1.5*G**-0.5*M**-0.5": pytest.approx(2 * math.pi)}  # exact: Rational(3, 2), not 1.5000001
+    assert str(parse("r**-(1/3)", ("r",)).to_sympy()) == "r**(-1/3)"
+    for text, message in [("r**(1.5/2)", "fraction must be of two integers"), ("r**(1/0)", "fraction must be of two"),
+                          ("r**(r/2)", "fraction must be of two"), ("r**(21/2)", "exponent magnitude is limited to 10"),
+                          ("r**s", "a number, or a fraction of two integers such as (3/2)")]:  # fmt: skip
+        with pytest.raises(EquationError, match=re.escape(message)):
+            parse(text, ("r", "s"))
 
 
 BAD = [
