@@ -245,10 +245,16 @@ def format_equation(coefficients: dict[str, float], variables: tuple[str, ...] |
         return "y = 0"
     text = ""
     for position, (name, weight) in enumerate(terms):
-        magnitude = f"{abs(weight):.{digits}f}" + ("" if name == CONSTANT else f"*{name}")
+        magnitude = _magnitude(abs(weight), digits) + ("" if name == CONSTANT else f"*{name}")
         sign = ("-" if weight < 0 else "") if position == 0 else (" - " if weight < 0 else " + ")
         text += sign + magnitude
     return "y = " + text
+
+
+def _magnitude(value: float, digits: int) -> str:
+    """`digits` decimals, as a fitted coefficient reads; in scientific notation where those would
+    hide it (G's 6.674e-11 is not 0.000) or run long (Avogadro's 6.022e+23)."""
+    return f"{value:.{digits}f}" if 10**-digits <= value < 1e6 else f"{value:.{digits}e}"
 
 
 def _variables_of(names: list[str]) -> tuple[str, ...]:

@@ -124,6 +124,8 @@ def test_coefficient_error_over_all_terms():
 def test_recovered_equation_formatting():
     weights = {"x0": 2.0001, "x1": -2.9996, "x2": 0.0, "x0*x1": 1.99999, "1": -3.0002}
     assert format_equation(weights) == "y = 2.000*x0 - 3.000*x1 + 2.000*x0*x1 - 3.000"
+    constants = {"m1*m2*r**-2": 6.674e-11, "m1": -6.02214076e23, "1": 0.5}  # a scientist's G, Avogadro's number
+    assert format_equation(constants, ("m1", "m2", "r")) == "y = -6.022e+23*m1 + 6.674e-11*m1*m2*r**-2 + 0.500"
     assert format_equation({"x0": -0.5, "1": 0.0}) == "y = -0.500*x0"
     assert format_equation({"x0": 0.0, "1": 0.0}) == "y = 0"
     assert format_equation({"x0**2": 1.0, "sin(x0)": -0.25, "1": 0.0}) == "y = 1.000*x0**2 - 0.250*sin(x0)"
