@@ -17,6 +17,7 @@ from pipeline.errors import InputError
 from pipeline.models import ModelSpec
 from pipeline.probe import FLOAT32_MAX
 from pipeline.proposals import propose
+from pipeline.reference import format_equation
 from pipeline.stages import specs
 from pipeline.stages import tune as tune_stage
 from pipeline.terms import parts
@@ -104,15 +105,22 @@ def test_features_float32_cannot_hold_stop_training_naming_them():
         fit([member], data)
 
 
-def test_newton_s_law_in_si_units_is_read_back_exactly(default_params_raw):
-    params = params_with(default_params_raw, si=SI_GRAVITY)
+G_WRITTEN_OUT = {"equation": "6.674e-11*m1*m2/r**2", "variables": {k: v for k, v in SI_GRAVITY["variables"].items()
+                                                                   if k != "G"}}  # fmt: skip
+
+
+@pytest.mark.parametrize("law, read_back", [(SI_GRAVITY, "y = 1.000*G*m1*m2*r**-2"),
+                                            (G_WRITTEN_OUT, "y = 6.674e-11*m1*m2*r**-2")])  # fmt: skip
+def test_newton_s_law_in_si_units_is_read_back_exactly(default_params_raw, law, read_back):
+    params = params_with(default_params_raw, si=law)
     assert max(abs(low) for v in SI_GRAVITY["variables"].values() for low in v.values()) > FLOAT32_MAX**0.5
     spec = specs.dataset_spec(params, "si")
     ds = data.generate(spec)
     job = tune_stage.tuning_job(params, "cross", "si", ds)
-    assert "m1**2" not in job.spec.terms and "G*m1*m2*r**-2" in job.spec.terms
+    assert "m1**2" not in job.spec.terms
     tensors = Tensors.from_arrays(ds.X_train, ds.y_train, ds.X_val, ds.y_val, standardize=job.standardize)
     result = tune(create_study("si", None, job.settings), job, tensors)
     recovered = evaluation.recover(result.model, ds, spec)
-    assert recovered.exact and recovered.sparse.kept == ["G*m1*m2*r**-2"]
-    assert recovered.sparse.table["G*m1*m2*r**-2"] == pytest.approx(1.0, rel=1e-6)
+    term = read_back.split("*", 1)[1]
+    assert recovered.exact and recovered.sparse.kept == [term] and job.spec.terms.count(term) == 1
+    assert format_equation(recovered.sparse.table, spec.equation.variables) == read_back
