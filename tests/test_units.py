@@ -59,6 +59,8 @@ def test_the_automatic_library_leaves_out_only_what_float32_cannot_hold(default_
     kept, left_out = specs.library_for(params, "si")
     assert list(left_out) == ["m1**2"] and left_out["m1**2"] == math.inf  # (5e24)**2 in float32
     assert len(kept) == 9 and "m1*m2" in kept  # the other nine pairs and squares: m1*m2 is 6e28
+    assert tune_stage.facts(params, "si", "cross")["models.cross.left_out"] == "m1**2"  # in MLflow's params
+    assert "models.cross.left_out" not in tune_stage.facts(params, "shorthand", "cross")
     # The shorthand's N(0, 1) inputs: log of a negative input is NaN, so no log term survives.
     params = params_with(default_params_raw, {"functions": ["log", "sin"]}, s={"equation": "x0", "n_features": 2})
     kept, left_out = specs.library_for(params, "s")

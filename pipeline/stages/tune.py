@@ -130,7 +130,7 @@ def facts(params: Params, dataset: str, family: str) -> dict[str, str]:
     """What the parent run's params say beside the best trial's: the dataset and the tuning budget."""
     cfg, tuning = params.datasets[dataset], params.tuning[family]
     variables = {name: v.model_dump(exclude_none=True) for name, v in (cfg.variables or {}).items()}
-    return {
+    said = {
         "dataset.equation": cfg.equation,
         "dataset.inputs": ", ".join(cfg.inputs) if variables else f"x0..x{len(cfg.inputs) - 1}",
         "dataset.variables": json.dumps(variables) if variables else "x0..x{n-1} ~ N(0, 1)",
@@ -151,6 +151,9 @@ def facts(params: Params, dataset: str, family: str) -> dict[str, str]:
         **{f"tuning.pruner.{k}": _value(v) for k, v in tuning.pruner.model_dump().items()},
         **{f"training.{k}": _value(v) for k, v in params.training.model_dump().items()},
     }
+    if family == "cross" and (left_out := specs.library_for(params, dataset)[1]):  # float32 cannot hold them here
+        said["models.cross.left_out"] = ", ".join(left_out)
+    return said
 
 
 def _value(value: object) -> str:
