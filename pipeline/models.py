@@ -75,11 +75,12 @@ class Affine:
         features together so that their covariance's largest eigenvalue is 1. Hundreds of
         correlated library terms (r, r**2, r**0.5 on [1, 5]) add up to a curvature that no fixed
         learning rate survives; so scaled, a learning rate means the same on any library."""
-        x_scale, y_scale = x.std(0), float(y.std())
+        (x_shift, x_scale), (y_shift, y_scale) = _moments(x), _moments(y)
         x_scale = torch.where(x_scale > 0, x_scale, 1.0)
-        standard = ((x - x.mean(0)) / x_scale).double()
+        standard = ((x - x_shift) / x_scale).double()
         largest = float(torch.linalg.eigvalsh(standard.T @ standard / max(len(x) - 1, 1))[-1])
-        return cls(x.mean(0), x_scale * max(largest, 1.0) ** 0.5, float(y.mean()), y_scale if y_scale > 0 else 1.0)
+        y_scale = float(y_scale)
+        return cls(x_shift, x_scale * max(largest, 1.0) ** 0.5, float(y_shift), y_scale if y_scale > 0 else 1.0)
 
     def fold(self, linears: list[tuple[torch.Tensor, torch.Tensor]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Layers (weight (out, in), bias (out,)) trained on standardised data, made to take raw
@@ -91,6 +92,17 @@ class Affine:
         weight, bias = layers[-1]
         layers[-1] = (weight * self.y_scale, bias * self.y_scale + self.y_shift)
         return layers
+
+
+def _moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std of each column (dimension 0). In float64 where float32's overflow: a column
+    of values near 1e37 (a product of powers of quantities in SI units) sums past 3.4e38, although
+    each value and the result fit; elsewhere float32's own, as the models were always fitted."""
+    mean, std = x.mean(0), x.std(0)
+    if not (torch.isfinite(mean).all() and torch.isfinite(std).all()):
+        wide = x.double()
+        mean, std = wide.mean(0).to(x.dtype), wide.std(0).to(x.dtype)
+    return mean, std
 
 
 def logged(x: torch.Tensor, variables: tuple[str, ...], log_inputs: tuple[str, ...]) -> torch.Tensor:
