@@ -117,7 +117,7 @@ def parse(text: str, variables: int | tuple[str, ...]) -> Equation:
         tree = ast.parse(text.strip(), mode="eval").body
     except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
         reason = getattr(exc, "msg", None) or str(exc) or type(exc).__name__
-        raise EquationError(f"equation {_short(text)} is not a valid expression: {reason}") from None
+        raise EquationError(f"equation {_short(text)} is not a valid expression: {reason}{_hint(text)}") from None
     _check(tree, text.strip(), variables, depth=0)
     tree = _resolve_aliases(tree)
     terms = expansion_terms(tree)
@@ -127,6 +127,18 @@ def parse(text: str, variables: int | tuple[str, ...]) -> Equation:
             "write a smaller polynomial"
         )
     return Equation(text=text.strip(), variables=variables, tree=tree)
+
+
+# How a formula written for people differs from this language, and what to write instead (the first that fits).
+_CALLABLE = "|".join([*FUNCTIONS, *ALIASES])
+HINTS = (
+    (re.compile(rf"\b({_CALLABLE})\s+[\w(]"), "call a function with parentheses, as sin(x)"),
+    (re.compile(r"(?<![\w.])\d+(\.\d*)?[A-Za-z_(]|[\w)]\s+[A-Za-z_(]"), "write every product with *, as 2*x"),
+)
+
+
+def _hint(text: str) -> str:
+    return next((f" ({hint})" for pattern, hint in HINTS if pattern.search(text)), "")
 
 
 def _resolve_aliases(tree: ast.expr) -> ast.expr:
@@ -251,8 +263,11 @@ def _is_integer(node: ast.AST) -> bool:
 
 
 def _check_call(node: ast.Call, text: str) -> None:
+    if isinstance(node.func, (ast.Constant, ast.BinOp, ast.UnaryOp, ast.Call)):  # 2(x+1), (a+b)(c+d): as in print
+        raise _refuse(node, text, "write every product with *, as 2*(x+1)")
     if not (isinstance(node.func, ast.Name) and (node.func.id in FUNCTIONS or node.func.id in ALIASES)):
-        raise _refuse(node, text, f"only these functions can be called: {', '.join(sorted(FUNCTIONS))}")
+        called = f"only these functions can be called: {', '.join(sorted(FUNCTIONS))}"
+        raise _refuse(node, text, f"{called} (a product is written with *, as m*(a+b))")
     if len(node.args) != 1 or node.keywords or isinstance(node.args[0], ast.Starred):
         raise _refuse(node, text, "a function takes exactly one positional argument")
 

@@ -95,6 +95,18 @@ def test_exponents_as_physics_writes_them_fractions_of_integers_and_the_c_names_
             parse(text, ("r", "s"))
 
 
+@pytest.mark.parametrize(
+    "text, hint",
+    [("2x", "write every product with *"), ("m v**2", "write every product with *"),
+     ("2(x+1)", "write every product with *, as 2*(x+1)"), ("(m+x)(v+1)", "write every product with *"),
+     ("m (x+1)", "a product is written with *"), ("sin x", "call a function with parentheses"),
+     ("ln v", "call a function with parentheses")],
+)  # fmt: skip
+def test_a_formula_written_as_in_print_is_refused_saying_what_to_write(text, hint):
+    with pytest.raises(EquationError, match=re.escape(hint)):
+        parse(text, ("m", "v", "x"))
+
+
 BAD = [
     ({"equation": "G*m1*m2/r**2", "variables": {"G": {"low": 1, "high": 2}, "m1": {"low": 1, "high": 5},
       "m2": {"low": 1, "high": 5}}}, "datasets.g.equation", "unknown name"),  # r is not declared
