@@ -138,6 +138,9 @@ def test_the_mlflow_experiment_opens_on_its_parent_runs_with_val_mse(site, page)
     page.goto(url)
     for name in ("linear/linear", "product/cross", "product/mlp"):
         page.get_by_text(name, exact=True).first.wait_for()
+    # The experiment's description comes by a request of its own, after the runs at times (a CI run
+    # read the page between the two): waited for, as the runs are.
+    page.get_by_text("Can a neural network solve linear and nonlinear equations?").first.wait_for()
     body = page.inner_text("body")
     assert "Detect Issues" not in body and "No data available" not in body  # no GenAI overview
     assert "Can a neural network solve linear and nonlinear equations?" in body  # the experiment's description
