@@ -323,10 +323,18 @@ class _Batch:
 
     def done(self, member: int, trained: Trained) -> None:
         trial = self.trials[member]
+        taken_over = TrialTakenOver(f"trial {trial.number} was retried by another worker")
         if not _still_running(self.study, trial):
-            raise TrialTakenOver(f"trial {trial.number} was retried by another worker")
-        self.attach(trial)
-        _tell(self.study, trial, trained, self.reported[member])
+            raise taken_over
+        try:
+            self.attach(trial)
+            state = _tell(self.study, trial, trained, self.reported[member])
+        except optuna.exceptions.UpdateFinishedTrialError:  # finished between Optuna's read and write
+            state = _stored_state(self.study, trial)
+        # FAIL: another worker failed it after the check above (this one was paused in between).
+        # COMPLETE or PRUNED: told, perhaps by our own write that landed before a dropped connection.
+        if state == TrialState.FAIL:
+            raise taken_over
         self.told.add(member)
         if self.on_trial is not None:
             self.on_trial(TrialOutcome(trial.number, trial_params(trial), trained.history, trained.state))
@@ -366,16 +374,21 @@ class TrialTakenOver(RuntimeError):
 
 def _still_running(study: optuna.Study, trial: optuna.Trial) -> bool:
     """Whether the storage still holds the trial RUNNING (a fresh read: another worker may have failed it)."""
+    return _stored_state(study, trial) in (TrialState.RUNNING, None)
+
+
+def _stored_state(study: optuna.Study, trial: optuna.Trial) -> TrialState | None:
+    """The trial's state in the storage, read afresh; None when the storage cannot be reached."""
     try:
-        return optuna_private.storage_of(study).get_trial(optuna_private.trial_id(trial)).state == TrialState.RUNNING
-    except Exception:  # the storage is unreachable: assume it is ours, as before the check
-        return True
+        return optuna_private.storage_of(study).get_trial(optuna_private.trial_id(trial)).state
+    except Exception:  # unreachable: the callers assume the trial is still theirs
+        return None
 
 
-def _tell(study: optuna.Study, trial: optuna.Trial, trained: Trained, reported: list[float]) -> None:
-    """Record the trial's per-epoch reports, then its end: COMPLETE, or PRUNED (pruned or diverged)."""
+def _tell(study: optuna.Study, trial: optuna.Trial, trained: Trained, reported: list[float]) -> TrialState:
+    """Record the trial's per-epoch reports, then its end: COMPLETE, or PRUNED (pruned or diverged).
+    Return the state the storage holds: FAIL when another worker had failed the trial already."""
     optuna_private.record_curve(study, trial, reported)
     if trained.state == "COMPLETE":
-        study.tell(trial, trained.history.final_val)
-    else:
-        study.tell(trial, state=TrialState.PRUNED)
+        return study.tell(trial, trained.history.final_val, skip_if_finished=True).state
+    return study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True).state

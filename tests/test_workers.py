@@ -4,6 +4,7 @@ trial that finished in the study while its worker died before ending its MLflow 
 from __future__ import annotations
 
 import optuna
+import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
@@ -40,3 +41,42 @@ def test_a_run_left_running_by_a_worker_that_died_after_its_trial_is_completed_f
     assert running.info.status == "RUNNING"  # still running in the study: its worker may be alive
     assert client.get_run(elsewhere).info.status == "RUNNING"  # not a child of this parent
     assert end_stale_runs(study, tracking, parent) == 0  # nothing twice
+
+
+@pytest.mark.parametrize("attrs_change", [False, True], ids=["tell-refused", "attribute-refused"])
+def test_a_trial_failed_elsewhere_between_the_check_and_the_tell_stops_the_worker_as_taken_over(tmp_path, attrs_change):
+    """The race CI met once: a worker paused right after finding its trial RUNNING, resumed after
+    another worker failed the trial (stale heartbeat). Its writes must read as "taken over", the
+    worker's clean stop, not as Optuna's "Cannot tell a FAIL trial" (the tell) or
+    UpdateFinishedTrialError (an attribute learned since); and no trial is left RUNNING."""
+
+    from pipeline import shared_study
+    from pipeline.data import DatasetSpec, generate
+    from pipeline.equations import parse
+    from pipeline.models import ModelSpec
+    from pipeline.space import FloatSpace, IntSpace, SearchSpace
+    from pipeline.train import Tensors
+    from pipeline.tune import Hooks, StudySettings, TrialTakenOver, TuningJob, create_study
+
+    ds = generate(DatasetSpec("p", parse("2*x0 - 3", 1), 200, 0.2, 0.0, 0, 3.0, 5.0, 1))
+    data = Tensors.from_arrays(ds.X_train, ds.y_train, ds.X_val, ds.y_val)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    settings = StudySettings(4, pruner="none")
+    study = create_study("shared", storage, settings)
+    other_worker = optuna.load_study(study_name="shared", storage=storage)
+    space = SearchSpace(lr=FloatSpace(0.01, 0.05), epochs=IntSpace(3, 3))
+    calls: dict[int, int] = {}
+
+    def on_ask(trials):
+        def attrs(number: int) -> dict:
+            calls[number] = calls.get(number, 0) + 1
+            if calls[number] == 2 and number == trials[0].number:  # in `done`, after its RUNNING check
+                other_worker.tell(number, state=TrialState.FAIL)
+            return {"worker": "here", "seen": calls[number] if attrs_change else 1}
+
+        return attrs
+
+    with pytest.raises(TrialTakenOver, match="trial 0 was retried by another worker"):
+        shared_study.join(study, TuningJob(ModelSpec("linear"), space, settings, batch=2), data, Hooks(on_ask=on_ask))
+    states = [t.state for t in optuna.load_study(study_name="shared", storage=storage).trials]
+    assert states == [TrialState.FAIL, TrialState.FAIL]  # the taken-over one, and its batch mate
