@@ -59,8 +59,9 @@ def test_the_automatic_library_leaves_out_only_what_float32_cannot_hold(default_
     kept, left_out = specs.library_for(params, "si")
     assert list(left_out) == ["m1**2"] and left_out["m1**2"] == math.inf  # (5e24)**2 in float32
     assert len(kept) == 9 and "m1*m2" in kept  # the other nine pairs and squares: m1*m2 is 6e28
-    assert tune_stage.facts(params, "si", "cross")["models.cross.left_out"] == "m1**2"  # in MLflow's params
-    assert "models.cross.left_out" not in tune_stage.facts(params, "shorthand", "cross")
+    assert tune_stage.facts(params, "si", "cross", left_out)["models.cross.left_out"] == "m1**2"  # MLflow's params
+    nothing_left_out = specs.library_for(params, "shorthand")[1]
+    assert "models.cross.left_out" not in tune_stage.facts(params, "shorthand", "cross", nothing_left_out)
     # The shorthand's N(0, 1) inputs: log of a negative input is NaN, so no log term survives.
     params = params_with(default_params_raw, {"functions": ["log", "sin"]}, s={"equation": "x0", "n_features": 2})
     kept, left_out = specs.library_for(params, "s")
@@ -125,8 +126,8 @@ def test_newton_s_law_in_si_units_is_read_back_exactly(default_params_raw, law, 
     assert max(abs(bound) for v in law["variables"].values() for bound in v.values()) > FLOAT32_MAX**0.5
     spec = specs.dataset_spec(params, "si")
     ds = data.generate(spec)
-    job = tune_stage.tuning_job(params, "cross", "si", ds)
-    left_out = specs.library_for(params, "si")[1]
+    kept, left_out = specs.library_for(params, "si")
+    job = tune_stage.tuning_job(params, "cross", "si", ds, kept)
     assert left_out and not set(left_out) & set(job.spec.terms)  # M**2, m1**2: inf in float32
     tensors = Tensors.from_arrays(ds.X_train, ds.y_train, ds.X_val, ds.y_val, standardize=job.standardize)
     result = tune(create_study("si", None, job.settings), job, tensors)
@@ -140,6 +141,6 @@ def test_the_class_optimum_holds_the_law_whatever_the_columns_scales(default_par
     # own term, and the report called 1.3e15 (y's variance is 2.8e15) the best a cross model can do.
     params = params_with(default_params_raw, si=KEPLER)
     ds = data.generate(specs.dataset_spec(params, "si"))
-    spec = tune_stage.tuning_job(params, "cross", "si", ds).spec
+    spec = tune_stage.tuning_job(params, "cross", "si", ds, specs.library_for(params, "si")[0]).spec
     features = reference.Features(spec.inputs(ds.X_train.shape[1]), spec.terms)
     assert reference.optimum_mse(ds, features) < 1e-12 * np.var(ds.y_val)

@@ -43,28 +43,33 @@ def tune(
     """
     from pipeline.tuning import Plan, tune_dataset
 
-    if "cross" in outputs and (unfit := specs.library_for(params, source.name)[1]):  # refused, or said
+    # The cross library, once (probing its terms costs up to 13 ms on the Feynman table's largest).
+    library, unfit = specs.library_for(params, source.name) if "cross" in outputs else ((), {})  # refused, or said
+    if unfit:
         sizes = ", ".join(f"{term} ({size:.3g})" for term, size in unfit.items())
         progress(f"[{source.name}/cross] left out of the library, not finite in float32 on the inputs' ranges: {sizes}")
     dataset, source = data.load_ref(source)  # refused here, before any run is opened
     plan = Plan(
         source=source,
         data_spec=specs.dataset_spec(params, source.name),
-        jobs={family: tuning_job(params, family, source.name, dataset) for family in outputs},
+        jobs={family: tuning_job(params, family, source.name, dataset, library) for family in outputs},
         outputs=outputs,
-        facts={family: facts(params, source.name, family) for family in outputs},
+        facts={family: facts(params, source.name, family, unfit) for family in outputs},
     )
     return tune_dataset(plan, dataset, specs.stores(params), workers, progress, tags)
 
 
-def model_spec(params: Params, family: str, dataset: str, proposed: tuple[str, ...] = ()) -> ModelSpec:
-    """The family's architecture on a dataset; `proposed`: terms proposed from its data (cross)."""
+def model_spec(
+    params: Params, family: str, dataset: str, proposed: tuple[str, ...] = (), library: tuple[str, ...] | None = None
+) -> ModelSpec:
+    """The family's architecture on a dataset. Cross: `library` (`specs.library_for`'s, computed
+    here when not given) and `proposed`, terms proposed from its data."""
     from pipeline.models import ModelSpec
 
     cfg, mlp = params.datasets[dataset], params.models.mlp
     variables = tuple(cfg.variables) if cfg.variables is not None else ()
     if family == "cross":
-        library = specs.library_for(params, dataset)[0]
+        library = specs.library_for(params, dataset)[0] if library is None else library
         terms = library + tuple(term for term in proposed if term not in library)
         return ModelSpec("cross", terms=terms, variables=variables)
     if family == "mlp":
@@ -100,12 +105,14 @@ def study_settings(cfg: TuningConfig) -> StudySettings:
     )
 
 
-def tuning_job(params: Params, family: str, name: str, dataset: data.Dataset) -> TuningJob:
+def tuning_job(params: Params, family: str, name: str, dataset: data.Dataset, library: tuple[str, ...]) -> TuningJob:
+    """What tuning `family` on the dataset `name` needs; `library`: the cross family's (`specs.library_for`)."""
     from pipeline.tune import TuningJob
 
     cfg, declared = params.tuning[family], params.datasets[name].variables is not None
+    proposed = proposed_terms(params, name, dataset) if family == "cross" else ()
     return TuningJob(
-        spec=model_spec(params, family, name, proposed_terms(params, name, dataset) if family == "cross" else ()),
+        spec=model_spec(params, family, name, proposed, library),
         space=search_space(cfg),
         settings=study_settings(cfg),
         batch=cfg.trials_per_batch,
@@ -126,8 +133,9 @@ def proposed_terms(params: Params, name: str, dataset: data.Dataset) -> tuple[st
     return propose(dataset.X_train, dataset.y_train, params.datasets[name].inputs, tuple(cross.functions))
 
 
-def facts(params: Params, dataset: str, family: str) -> dict[str, str]:
-    """What the parent run's params say beside the best trial's: the dataset and the tuning budget."""
+def facts(params: Params, dataset: str, family: str, left_out: dict[str, float]) -> dict[str, str]:
+    """What the parent run's params say beside the best trial's: the dataset and the tuning budget;
+    `left_out`: the cross library's terms float32 cannot hold on this dataset (`specs.library_for`)."""
     cfg, tuning = params.datasets[dataset], params.tuning[family]
     variables = {name: v.model_dump(exclude_none=True) for name, v in (cfg.variables or {}).items()}
     said = {
@@ -151,7 +159,7 @@ def facts(params: Params, dataset: str, family: str) -> dict[str, str]:
         **{f"tuning.pruner.{k}": _value(v) for k, v in tuning.pruner.model_dump().items()},
         **{f"training.{k}": _value(v) for k, v in params.training.model_dump().items()},
     }
-    if family == "cross" and (left_out := specs.library_for(params, dataset)[1]):  # float32 cannot hold them here
+    if family == "cross" and left_out:
         said["models.cross.left_out"] = ", ".join(left_out)
     return said
 
