@@ -9,6 +9,7 @@ workers asking at once) is told FAIL at once, marked `surplus`.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import warnings
@@ -95,8 +96,9 @@ def _ask(study: optuna.Study, count: int, n_trials: int, mine: list) -> list[opt
         storage.record_heartbeat(optuna_private.trial_id(trial))  # beating from the start: a crash is noticed
         earlier = study.get_trials(deepcopy=False)
         if sum(t.number < trial.number and t.state != TrialState.FAIL for t in earlier) >= n_trials:
-            trial.set_user_attr("surplus", True)
-            study.tell(trial, state=TrialState.FAIL)
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):  # failed elsewhere meanwhile
+                trial.set_user_attr("surplus", True)
+            study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
             break
         asked.append(trial)
     return asked

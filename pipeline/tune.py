@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -270,12 +271,13 @@ def run_batch(
     gives each trial its `on_ask` attributes before training rather than as it ends: a worker that
     dies mid-batch leaves trials whose MLflow runs can then still be found (and ended)."""
     numbers = retried_numbers(study, trials)
-    members = [suggest(trial, job.space, job.spec, job.seed + n) for trial, n in zip(trials, numbers, strict=True)]
+    with _writing(study, trials):  # the parameters: each a write into the trial
+        members = [suggest(trial, job.space, job.spec, job.seed + n) for trial, n in zip(trials, numbers, strict=True)]
     attrs = hooks.on_ask(trials) if hooks.on_ask else None
     batch_run = _Batch(study, trials, hooks.on_trial, attrs)
-    for trial in trials if eager else ():
-        batch_run.attach(trial)
     try:
+        for trial in trials if eager else ():
+            batch_run.attach(trial)
         results = fit(members, data, batch_run.stop, batch_run.done)
     except BaseException:  # an error, Ctrl-C or SIGTERM: no trial of the batch is left RUNNING
         batch_run.fail_unfinished()
@@ -323,26 +325,22 @@ class _Batch:
 
     def done(self, member: int, trained: Trained) -> None:
         trial = self.trials[member]
-        taken_over = TrialTakenOver(f"trial {trial.number} was retried by another worker")
         if not _still_running(self.study, trial):
-            raise taken_over
-        try:
-            self.attach(trial)
+            raise TrialTakenOver(f"trial {trial.number} was retried by another worker")
+        self.attach(trial)
+        with _writing(self.study, [trial]):
             state = _tell(self.study, trial, trained, self.reported[member])
-        except optuna.exceptions.UpdateFinishedTrialError:  # finished between Optuna's read and write
-            state = _stored_state(self.study, trial)
-        # FAIL: another worker failed it after the check above (this one was paused in between).
-        # COMPLETE or PRUNED: told, perhaps by our own write that landed before a dropped connection.
-        if state == TrialState.FAIL:
-            raise taken_over
+        if state == TrialState.FAIL:  # failed elsewhere after the check above (this worker paused in between)
+            raise TrialTakenOver(f"trial {trial.number} was retried by another worker")
         self.told.add(member)
         if self.on_trial is not None:
             self.on_trial(TrialOutcome(trial.number, trial_params(trial), trained.history, trained.state))
 
     def attach(self, trial: optuna.Trial) -> None:
-        for key, value in (self.attrs(trial.number) if self.attrs else {}).items():
-            if trial.user_attrs.get(key) != value:
-                trial.set_user_attr(key, value)
+        with _writing(self.study, [trial]):
+            for key, value in (self.attrs(trial.number) if self.attrs else {}).items():
+                if trial.user_attrs.get(key) != value:
+                    trial.set_user_attr(key, value)
 
     def fail_unfinished(self) -> None:
         """Tell FAIL every trial not yet told, with the curve it had reached (it was interrupted);
@@ -370,6 +368,20 @@ class TrialTakenOver(RuntimeError):
     what the worker had completed before (set by `shared_study`), whose model is still wanted."""
 
     best: object = None
+
+
+@contextmanager
+def _writing(study: optuna.Study, trials: list[optuna.Trial]) -> Iterator[None]:
+    """Writes into running `trials`. Optuna refuses one into a trial that is over: when another
+    worker failed it (this one was paused, or cut off, past the heartbeat grace, at any point of
+    its batch), that is `TrialTakenOver`, the worker's clean stop."""
+    try:
+        yield
+    except optuna.exceptions.UpdateFinishedTrialError:
+        failed = next((t for t in trials if _stored_state(study, t) == TrialState.FAIL), None)
+        if failed is None:
+            raise
+        raise TrialTakenOver(f"trial {failed.number} was retried by another worker") from None
 
 
 def _still_running(study: optuna.Study, trial: optuna.Trial) -> bool:

@@ -43,13 +43,14 @@ def test_a_run_left_running_by_a_worker_that_died_after_its_trial_is_completed_f
     assert end_stale_runs(study, tracking, parent) == 0  # nothing twice
 
 
-@pytest.mark.parametrize("attrs_change", [False, True], ids=["tell-refused", "attribute-refused"])
-def test_a_trial_failed_elsewhere_between_the_check_and_the_tell_stops_the_worker_as_taken_over(tmp_path, attrs_change):
-    """The race CI met once: a worker paused right after finding its trial RUNNING, resumed after
-    another worker failed the trial (stale heartbeat). Its writes must read as "taken over", the
-    worker's clean stop, not as Optuna's "Cannot tell a FAIL trial" (the tell) or
-    UpdateFinishedTrialError (an attribute learned since); and no trial is left RUNNING."""
-
+@pytest.mark.parametrize("when", ["before-its-tell", "before-an-attribute", "before-training", "before-its-parameters"])
+def test_a_worker_whose_trial_was_failed_elsewhere_stops_as_taken_over(tmp_path, monkeypatch, when):
+    """A worker paused past the heartbeat grace at any point of its batch, resumed after another
+    worker failed its trial (stale). CI met it once: paused right after finding the trial RUNNING,
+    before telling it. Its next write must read as "taken over", the worker's clean stop, not as
+    Optuna's "Cannot tell a FAIL trial" (the tell) or UpdateFinishedTrialError (an attribute
+    learned since, the attributes before training, the trial's parameters); no trial is left RUNNING."""
+    import pipeline.tune as tuning
     from pipeline import shared_study
     from pipeline.data import DatasetSpec, generate
     from pipeline.equations import parse
@@ -67,15 +68,24 @@ def test_a_trial_failed_elsewhere_between_the_check_and_the_tell_stops_the_worke
     space = SearchSpace(lr=FloatSpace(0.01, 0.05), epochs=IntSpace(3, 3))
     calls: dict[int, int] = {}
 
+    def fail_first(trials) -> None:  # what `fail_stale_trials` does in the other worker
+        other_worker.tell(trials[0].number, state=TrialState.FAIL)
+
     def on_ask(trials):
+        if when == "before-training":  # e.g. paused while opening the trials' MLflow runs
+            fail_first(trials)
+
         def attrs(number: int) -> dict:
             calls[number] = calls.get(number, 0) + 1
-            if calls[number] == 2 and number == trials[0].number:  # in `done`, after its RUNNING check
-                other_worker.tell(number, state=TrialState.FAIL)
-            return {"worker": "here", "seen": calls[number] if attrs_change else 1}
+            if calls[number] == 2 and number == trials[0].number and when != "before-training":
+                fail_first(trials)  # in `done`, after its RUNNING check
+            return {"worker": "here", "seen": calls[number] if when == "before-an-attribute" else 1}
 
         return attrs
 
+    if when == "before-its-parameters":  # between asking the batch and suggesting its parameters
+        retried = tuning.retried_numbers
+        monkeypatch.setattr(tuning, "retried_numbers", lambda study, ts: fail_first(ts) or retried(study, ts))
     with pytest.raises(TrialTakenOver, match="trial 0 was retried by another worker"):
         shared_study.join(study, TuningJob(ModelSpec("linear"), space, settings, batch=2), data, Hooks(on_ask=on_ask))
     states = [t.state for t in optuna.load_study(study_name="shared", storage=storage).trials]
