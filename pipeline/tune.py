@@ -15,17 +15,17 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING
 
 import optuna
 from optuna.trial import TrialState
 
-from pipeline import optuna_private
+from pipeline import optuna_private, takeover
 from pipeline.models import ModelSpec
 from pipeline.space import FloatSpace, IntSpace, SearchSpace, suggest, trial_params
+from pipeline.takeover import TrialTakenOver
 from pipeline.train import History, Member, Tensors, Trained, TrainSettings, fit
 
 if TYPE_CHECKING:
@@ -271,7 +271,7 @@ def run_batch(
     gives each trial its `on_ask` attributes before training rather than as it ends: a worker that
     dies mid-batch leaves trials whose MLflow runs can then still be found (and ended)."""
     numbers = retried_numbers(study, trials)
-    with _writing(study, trials):  # the parameters: each a write into the trial
+    with takeover.writing(study, trials):  # the parameters: each a write into the trial
         members = [suggest(trial, job.space, job.spec, job.seed + n) for trial, n in zip(trials, numbers, strict=True)]
     attrs = hooks.on_ask(trials) if hooks.on_ask else None
     batch_run = _Batch(study, trials, hooks.on_trial, attrs)
@@ -325,10 +325,10 @@ class _Batch:
 
     def done(self, member: int, trained: Trained) -> None:
         trial = self.trials[member]
-        if not _still_running(self.study, trial):
+        if not takeover.still_running(self.study, trial):
             raise TrialTakenOver(f"trial {trial.number} was retried by another worker")
         self.attach(trial)
-        with _writing(self.study, [trial]):
+        with takeover.writing(self.study, [trial]):
             state = _tell(self.study, trial, trained, self.reported[member])
         if state == TrialState.FAIL:  # failed elsewhere after the check above (this worker paused in between)
             raise TrialTakenOver(f"trial {trial.number} was retried by another worker")
@@ -337,7 +337,7 @@ class _Batch:
             self.on_trial(TrialOutcome(trial.number, trial_params(trial), trained.history, trained.state))
 
     def attach(self, trial: optuna.Trial) -> None:
-        with _writing(self.study, [trial]):
+        with takeover.writing(self.study, [trial]):
             for key, value in (self.attrs(trial.number) if self.attrs else {}).items():
                 if trial.user_attrs.get(key) != value:
                     trial.set_user_attr(key, value)
@@ -348,7 +348,7 @@ class _Batch:
         optuna_private.reset_session(self.study)  # the signal may have landed inside a write
         # A trial some other worker failed and retried meanwhile is theirs now: nothing goes into it.
         untold = [m for m in range(len(self.trials)) if m not in self.told]
-        unfinished = [m for m in untold if _still_running(self.study, self.trials[m])]
+        unfinished = [m for m in untold if takeover.still_running(self.study, self.trials[m])]
         for member in unfinished:
             trial = self.trials[member]
             try:  # the attributes and the curve are a courtesy; leaving no trial RUNNING is not
@@ -360,41 +360,6 @@ class _Batch:
         for member in unfinished if self.on_trial is not None else ():
             trial, history = self.trials[member], History(self.trained[member], self.reported[member])
             self.on_trial(TrialOutcome(trial.number, trial_params(trial), history, "FAIL"))
-
-
-class TrialTakenOver(RuntimeError):
-    """A trial of this process was failed (and retried) elsewhere while this process was away: a
-    worker paused, or cut off, past the heartbeat grace. Its result is no longer wanted. `best`:
-    what the worker had completed before (set by `shared_study`), whose model is still wanted."""
-
-    best: object = None
-
-
-@contextmanager
-def _writing(study: optuna.Study, trials: list[optuna.Trial]) -> Iterator[None]:
-    """Writes into running `trials`. Optuna refuses one into a trial that is over: when another
-    worker failed it (this one was paused, or cut off, past the heartbeat grace, at any point of
-    its batch), that is `TrialTakenOver`, the worker's clean stop."""
-    try:
-        yield
-    except optuna.exceptions.UpdateFinishedTrialError:
-        failed = next((t for t in trials if _stored_state(study, t) == TrialState.FAIL), None)
-        if failed is None:
-            raise
-        raise TrialTakenOver(f"trial {failed.number} was retried by another worker") from None
-
-
-def _still_running(study: optuna.Study, trial: optuna.Trial) -> bool:
-    """Whether the storage still holds the trial RUNNING (a fresh read: another worker may have failed it)."""
-    return _stored_state(study, trial) in (TrialState.RUNNING, None)
-
-
-def _stored_state(study: optuna.Study, trial: optuna.Trial) -> TrialState | None:
-    """The trial's state in the storage, read afresh; None when the storage cannot be reached."""
-    try:
-        return optuna_private.storage_of(study).get_trial(optuna_private.trial_id(trial)).state
-    except Exception:  # unreachable: the callers assume the trial is still theirs
-        return None
 
 
 def _tell(study: optuna.Study, trial: optuna.Trial, trained: Trained, reported: list[float]) -> TrialState:

@@ -246,9 +246,10 @@ def work(parent_id: str, tracking_uri: str, storage_url: str, progress: Progress
 
     from pipeline import data as datasets
     from pipeline import shared_study, stores
+    from pipeline.takeover import TrialTakenOver
     from pipeline.tracking import source_tags
     from pipeline.train import Tensors
-    from pipeline.tune import TrialTakenOver, TuningJob, make_pruner
+    from pipeline.tune import TuningJob, make_pruner
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a log line per trial, no bars
     if tracking_uri.startswith(("http://", "https://")):

@@ -56,8 +56,9 @@ def test_a_worker_whose_trial_was_failed_elsewhere_stops_as_taken_over(tmp_path,
     from pipeline.equations import parse
     from pipeline.models import ModelSpec
     from pipeline.space import FloatSpace, IntSpace, SearchSpace
+    from pipeline.takeover import TrialTakenOver
     from pipeline.train import Tensors
-    from pipeline.tune import Hooks, StudySettings, TrialTakenOver, TuningJob, create_study
+    from pipeline.tune import Hooks, StudySettings, TuningJob, create_study
 
     ds = generate(DatasetSpec("p", parse("2*x0 - 3", 1), 200, 0.2, 0.0, 0, 3.0, 5.0, 1))
     data = Tensors.from_arrays(ds.X_train, ds.y_train, ds.X_val, ds.y_val)
