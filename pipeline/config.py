@@ -106,8 +106,11 @@ class DatasetConfig(Strict):
     @classmethod
     def _names(cls, variables: dict[str, VariableConfig] | None) -> dict[str, VariableConfig] | None:
         for name in variables or {}:
-            if not VARIABLE_NAME.fullmatch(name) or keyword.iskeyword(name):
-                raise ValueError(f"variable name {name!r} must be an identifier: letters, digits and '_'")
+            if keyword.iskeyword(name):  # equations are parsed as Python expressions: `lambda` cannot be a name
+                other = "lambd" if name == "lambda" else f"{name}_"  # lambd: as the AI Feynman table writes it
+                raise ValueError(f"variable name {name!r} is a word of Python's syntax: rename it, as {other}")
+            if not VARIABLE_NAME.fullmatch(name):
+                raise ValueError(f"variable name {name!r} must be an identifier: ASCII letters, digits and '_'")
             if name in RESERVED:
                 raise ValueError(f"variable name {name!r} is a function or constant of the equations; rename it")
         return variables

@@ -131,9 +131,14 @@ def parse(text: str, variables: int | tuple[str, ...]) -> Equation:
 
 # How a formula written for people differs from this language, and what to write instead (the first that fits).
 _CALLABLE = "|".join([*FUNCTIONS, *ALIASES])
+# Signs of typeset mathematics (a formula pasted from a paper), each with what this language writes.
+TYPESET = {"×": "*", "·": "*", "⋅": "*", "−": "-", "–": "-", "÷": "/", "²": "**2", "³": "**3", "√": "sqrt(...)",
+           "π": "pi"}  # fmt: skip
 HINTS = (
+    (re.compile(r"(?<![=<>!])=(?!=)"), "write only the right-hand side, as 2*m for y = 2*m"),
     (re.compile(rf"\b({_CALLABLE})\s+[\w(]"), "call a function with parentheses, as sin(x)"),
     (re.compile(r"(?<![\w.])\d+(\.\d*)?[A-Za-z_(]|[\w)]\s+[A-Za-z_(]"), "write every product with *, as 2*x"),
+    *((re.compile(re.escape(sign)), f"write {sign} as {plain}") for sign, plain in TYPESET.items()),
 )
 
 
@@ -209,7 +214,10 @@ def _check(node: ast.AST, text: str, variables: tuple[str, ...], depth: int) -> 
         _check(node.left, text, variables, depth + 1)
         _check(node.right, text, variables, depth + 1)
     elif isinstance(node, ast.BinOp):
-        raise _refuse(node, text, f"operator {type(node.op).__name__} is not allowed (use + - * / **)")
+        power = " (a power is written **, as x**2)" if isinstance(node.op, ast.BitXor) else ""
+        raise _refuse(node, text, f"operator {type(node.op).__name__} is not allowed (use + - * / **){power}")
+    elif isinstance(node, ast.Tuple):
+        raise _refuse(node, text, "a comma is not allowed (a decimal is written with a point, as 2.5)")
     elif isinstance(node, ast.Call):
         _check_call(node, text)
         _check(node.args[0], text, variables, depth + 1)
@@ -236,9 +244,11 @@ def _check_variable(node: ast.Name, text: str, variables: tuple[str, ...]) -> No
     else:
         declared = ", ".join(variables)
     functions = ", ".join(sorted(FUNCTIONS))
+    typeset = next((f"; write {sign} as {plain}" for sign, plain in TYPESET.items() if sign in node.id), "")  # π, m·v
     raise _refuse(
-        node, text, f"unknown name (the variables are {declared}, the constants pi and e; call one of {functions})"
-    )
+        node, text,
+        f"unknown name (the variables are {declared}, the constants pi and e; call one of {functions}{typeset})",
+    )  # fmt: skip
 
 
 def _check_exponent(node: ast.AST, text: str) -> None:

@@ -100,7 +100,10 @@ def test_exponents_as_physics_writes_them_fractions_of_integers_and_the_c_names_
     [("2x", "write every product with *"), ("m v**2", "write every product with *"),
      ("2(x+1)", "write every product with *, as 2*(x+1)"), ("(m+x)(v+1)", "write every product with *"),
      ("m (x+1)", "a product is written with *"), ("sin x", "call a function with parentheses"),
-     ("ln v", "call a function with parentheses")],
+     ("ln v", "call a function with parentheses"), ("y = m*v", "write only the right-hand side"),
+     ("m^2", "a power is written **, as x**2"), ("2,5*m", "a decimal is written with a point, as 2.5"),
+     ("2×m", "write × as *"), ("m·v", "write · as *"), ("m − v", "write − as -"), ("m²", "write ² as **2"),
+     ("√m", "write √ as sqrt(...)"), ("2*π*m", "write π as pi")],
 )  # fmt: skip
 def test_a_formula_written_as_in_print_is_refused_saying_what_to_write(text, hint):
     with pytest.raises(EquationError, match=re.escape(hint)):
@@ -122,6 +125,11 @@ BAD = [
      "needs low > 0, got low = 0"),
     ({"equation": "sqrt(1 - v**2/c**2)", "variables": {"v": {"low": 1, "high": 5}, "c": {"low": 3, "high": 10}}},
      "datasets.g", "not finite on the declared ranges"),
+    ({"equation": "h*c/lambda", "variables": {"h": {"low": 1, "high": 2}, "c": {"low": 1, "high": 2},
+      "lambda": {"low": 1, "high": 2}}}, "datasets.g.variables",
+     "'lambda' is a word of Python's syntax: rename it, as lambd"),
+    ({"equation": "2*θ", "variables": {"θ": {"low": 1, "high": 2}}}, "datasets.g.variables",
+     "'θ' must be an identifier: ASCII letters"),
 ]  # fmt: skip
 
 
