@@ -169,6 +169,8 @@ def _check_declared(dataset: DatasetConfig) -> None:
             f"the equation is not finite on the declared ranges ({int(bad.sum())} of {len(y)} probe points, "
             f"e.g. at {at}): narrow the ranges so that it is defined everywhere"
         )
+    if probe.constant(y):
+        raise ValueError(f"the equation is {y[0]:.6g} wherever the variables may be drawn: nothing to learn")
     if (largest := probe.largest(y)) > probe.FLOAT32_MAX:
         raise ValueError(
             f"the equation reaches {largest:.3g} on the declared ranges, beyond float32's {probe.FLOAT32_MAX:.3g} "

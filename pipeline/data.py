@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline import probe
 from pipeline.equations import Equation
 from pipeline.errors import InputError
 
@@ -135,6 +136,11 @@ def generate(spec: DatasetSpec) -> Dataset:
     X = _draw(spec, rng)
     y = spec.equation(X)
     _check_finite(spec, y, "training/validation")
+    if probe.constant(y):
+        raise DataError(
+            f"dataset {spec.name!r}: equation {spec.equation.text!r} is {y[0]:.6g} on every training/validation "
+            "input: a model has nothing to learn (and R² is undefined)"
+        )
     noise = spec.noise if spec.noise_relative == 0 else spec.noise_relative * float(np.sqrt(np.mean(y**2)))
     y = y + noise * rng.standard_normal(spec.n_samples)
     X_ood = _draw_ood(spec, rng)

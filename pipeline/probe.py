@@ -33,6 +33,12 @@ def largest(values: np.ndarray | float) -> float:
         return float(np.max(np.abs(np.asarray(values, dtype=np.float64))))
 
 
+def constant(values: np.ndarray) -> bool:
+    """Whether `values` are all one number (to 12 digits): an equation such as x - x + 3 or 0*x
+    leaves a model nothing to learn, and R² undefined."""
+    return bool(np.ptp(values) <= 1e-12 * largest(values))
+
+
 def unfit_terms(ranges: Ranges, terms: tuple[str, ...], inputs: tuple[str, ...]) -> dict[str, float]:
     """The library terms not computable in float32 where the inputs may be drawn, with the largest
     magnitude each reaches (inf, NaN). A few hundred points find the ends of the ranges well enough;

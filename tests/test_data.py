@@ -63,3 +63,13 @@ def test_non_finite_targets_are_refused_and_nothing_written(tmp_path):
         s = spec(0, equation="log(x0)")
         save(generate(s), s, tmp_path / "x.npz", tmp_path / "x.json")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("equation, value", [("x0 - x0", "0"), ("0*x1 + 2.5", "2.5"), ("x0/x0", "1")])
+def test_a_constant_equation_is_refused_and_nothing_written(tmp_path, equation, value):
+    with pytest.raises(DataError, match=f"is {value} on every training/validation input: a model has nothing to learn"):
+        s = spec(0, equation=equation, noise=0.1)  # the noise would hide it: the check is on the equation's values
+        save(generate(s), s, tmp_path / "x.npz", tmp_path / "x.json")
+    assert list(tmp_path.iterdir()) == []
+    generate(spec(0, equation="1e-30*x0"))  # small, and not constant: kept
+    generate(spec(0, equation="1 + 1e-6*x0"))

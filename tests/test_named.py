@@ -130,6 +130,8 @@ BAD = [
      "'lambda' is a word of Python's syntax: rename it, as lambd"),
     ({"equation": "2*θ", "variables": {"θ": {"low": 1, "high": 2}}}, "datasets.g.variables",
      "'θ' must be an identifier: ASCII letters"),
+    ({"equation": "m/m", "variables": {"m": {"low": 1, "high": 2}}}, "datasets.g",
+     "the equation is 1 wherever the variables may be drawn: nothing to learn"),
 ]  # fmt: skip
 
 
