@@ -73,6 +73,8 @@ class VariableConfig(Strict):
         else:
             if self.low is None or self.high is None or self.mean is not None or self.std is not None:
                 raise ValueError(f"a {self.dist} variable takes low and high (and no mean, std)")
+            if self.low == self.high:  # G of 6.674e-11 declared as a variable that does not vary
+                raise ValueError(f"low and high are both {self.low}: a fixed value is a number in the equation")
             if not self.low < self.high:
                 raise ValueError(f"low ({self.low}) must be below high ({self.high})")
             if self.dist == "loguniform" and self.low <= 0:

@@ -132,6 +132,8 @@ BAD = [
      "'θ' must be an identifier: ASCII letters"),
     ({"equation": "m/m", "variables": {"m": {"low": 1, "high": 2}}}, "datasets.g",
      "the equation is 1 wherever the variables may be drawn: nothing to learn"),
+    ({"equation": "G*m", "variables": {"G": {"low": 6.674e-11, "high": 6.674e-11}, "m": {"low": 1, "high": 2}}},
+     "datasets.g.variables.G", "low and high are both 6.674e-11: a fixed value is a number in the equation"),
 ]  # fmt: skip
 
 
