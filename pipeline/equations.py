@@ -97,6 +97,20 @@ class Equation:
         """The variables the equation uses."""
         return frozenset(n.id for n in ast.walk(self.tree) if isinstance(n, ast.Name) and n.id in self.variables)
 
+    def divisors(self) -> list[Equation]:
+        """Where the equation may have a pole: what it divides by (`b` of a/b, `a` of a**-2, cos(u)
+        of tan(u)), and the factors, bases and arguments whose zeros are a divisor's (`r` of
+        4*pi*r**2), each an equation of the same variables; those without a variable left out."""
+        found: dict[str, ast.expr] = {}
+        for node in ast.walk(self.tree):
+            if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
+                _zeros_of(node.right, found)
+            elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow) and _literal(node.right) < 0:
+                _zeros_of(node.left, found)
+            elif isinstance(node, ast.Call) and node.func.id == "tan":
+                _zeros_of(ast.Call(ast.Name("cos", ast.Load()), node.args, []), found)
+        return [Equation(text, self.variables, node) for text, node in found.items()]
+
     def to_sympy(self, positive: frozenset[str] = frozenset()) -> sympy.Expr:
         """The sympy expression of the tree (built node by node, never from raw text); the
         variables in `positive` are positive symbols, so that powers and logarithms of them expand."""
@@ -187,6 +201,23 @@ def _literal(node: ast.AST) -> float | Fraction:
     if isinstance(node, ast.BinOp):
         return Fraction(_literal(node.left)) / Fraction(_literal(node.right))
     return node.value
+
+
+def _zeros_of(node: ast.expr, found: dict[str, ast.expr]) -> None:
+    """Add `node` and what it is zero wherever it is (a product's factors, a quotient's numerator,
+    a positive power's base, the argument of abs or sqrt), keyed by their text."""
+    if not any(isinstance(inner, ast.Name) and inner.id not in CONSTANTS for inner in ast.walk(node)):
+        return
+    found.setdefault(ast.unparse(node).replace(" ** ", "**"), node)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mult):
+        _zeros_of(node.left, found)
+        _zeros_of(node.right, found)
+    elif isinstance(node, ast.BinOp) and (
+        isinstance(node.op, ast.Div) or (isinstance(node.op, ast.Pow) and _literal(node.right) > 0)
+    ):
+        _zeros_of(node.left, found)
+    elif isinstance(node, ast.UnaryOp) or (isinstance(node, ast.Call) and node.func.id in ("abs", "sqrt")):
+        _zeros_of(node.operand if isinstance(node, ast.UnaryOp) else node.args[0], found)
 
 
 def _short(text: str, limit: int = 60) -> str:

@@ -10,8 +10,11 @@ probes each dataset's equation here, `stages.specs` leaves such terms out of the
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
+from pipeline.equations import Equation
 from pipeline.terms import columns
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -47,3 +50,74 @@ def unfit_terms(ranges: Ranges, terms: tuple[str, ...], inputs: tuple[str, ...])
     with np.errstate(all="ignore"):
         sizes = {term: largest(values) for term, values in zip(terms, columns(X, terms, inputs), strict=True)}
     return {term: size for term, size in sizes.items() if not size <= FLOAT32_MAX}  # NaN is unfit too
+
+
+# How much larger than anywhere else y must be next to a divisor's zero to be a pole there: a simple
+# pole reached to float64's resolution is ~1e13 times larger, a removable zero (sin(u)/u) about 1.
+POLE_RATIO = 1e9
+
+
+@dataclass(frozen=True)
+class Pole:
+    divisor: str  # the expression that reaches 0, as the equation writes it
+    at: np.ndarray  # a point next to the pole
+    size: float  # |y| there
+
+    def describe(self, variables: tuple[str, ...], where: str) -> str:
+        at = ", ".join(f"{name}={value:.4g}" for name, value in zip(variables, self.at, strict=True))
+        return (f"the equation divides by {self.divisor}, which reaches 0 {where} (at {at} the equation is "
+                f"{self.size:.3g}): it is unbounded there, and the few rows drawn near it would rule every model's "
+                "MSE and R²")  # fmt: skip
+
+
+def pole(equation: Equation, X: np.ndarray, ranges: Ranges | None = None) -> Pole | None:
+    """A pole of `equation` where its inputs may be drawn (`X`, plus the faces of the box `ranges`),
+    or None: a divisor that is 0 at a point, or changes sign between two (a zero between them, by
+    continuity, found by bisection), where y is POLE_RATIO times its largest elsewhere. Near a pole
+    y is unbounded: a few rows drawn next to it would rule every model's MSE and R²."""
+    if ranges is not None:  # the box is closed: r on [0, 10] reaches r = 0
+        X = np.vstack([X, *_faces(X[:1024], ranges)])
+    with np.errstate(all="ignore"):
+        y = np.abs(equation(X))
+        scale = float(np.max(y[np.isfinite(y)], initial=0.0))
+        for divisor in reversed(equation.divisors()):  # the innermost first: r rather than 4*pi*r**2
+            near = _zeros(divisor, X)
+            sizes = np.abs(equation(near))
+            sizes[np.isnan(sizes)] = 0.0  # 0/0: a removable point, not a pole
+            if len(near) and sizes.max() > POLE_RATIO * scale:
+                return Pole(divisor.text, near[np.argmax(sizes)], float(sizes.max()))
+    return None
+
+
+def _zeros(divisor: Equation, X: np.ndarray) -> np.ndarray:
+    """Points next to zeros of `divisor`: the rows of `X` where it is 0, and, where it takes both
+    signs, the ends of a few bisections between a negative and a positive row (nearest 0 first)."""
+    d = divisor(X)
+    negative, positive = np.flatnonzero(d < 0), np.flatnonzero(d > 0)
+    pairs = min(len(negative), len(positive), 8)
+    near = [X[d == 0]]
+    if pairs:
+        a, b = X[negative[np.argsort(-d[negative])[:pairs]]], X[positive[np.argsort(d[positive])[:pairs]]]
+        near += _bisect(divisor, a, b)
+    return np.vstack(near)
+
+
+def _faces(X: np.ndarray, ranges: Ranges) -> list[np.ndarray]:
+    """`X` moved onto each face of the box: each input at its low, then at its high end."""
+    faces = []
+    for column, bounds in enumerate(ranges):
+        for bound in bounds:
+            face = X.copy()
+            face[:, column] = bound
+            faces.append(face)
+    return faces
+
+
+def _bisect(divisor: Equation, a: np.ndarray, b: np.ndarray) -> list[np.ndarray]:
+    """Rows of `a` (divisor < 0) and `b` (divisor > 0) brought together onto a zero between them."""
+    for _ in range(64):  # float64's resolution of the segment, then the midpoints repeat
+        middle = (a + b) / 2
+        below = divisor(middle) < 0
+        a = np.where(below[:, None], middle, a)
+        b = np.where(below[:, None], b, middle)
+    return [a, b]
