@@ -16,6 +16,7 @@ import numpy as np
 
 from pipeline import artifacts, evaluation, model_files, optuna_private, outputs, study_storage
 from pipeline.data import DatasetRef
+from pipeline.reference import format_equation, target
 from pipeline.tracking import LoggedModel, curve_points
 
 if TYPE_CHECKING:
@@ -171,9 +172,10 @@ def _description(best: Best, metrics: dict, recovered: str | None) -> str:
     """The parent run's description in the MLflow UI: what was fitted, how well, what came back."""
     spec, result = best.data_spec, best.result
     inputs = ", ".join(v.name for v in spec.variables) if spec.variables else f"{spec.equation.n_features} inputs"
-    noise = f"noise {spec.noise_relative} x RMS(y)" if spec.noise_relative else f"noise {spec.noise}"
+    lhs = target(spec.equation.variables)
+    noise = f"noise {spec.noise_relative} x RMS({lhs})" if spec.noise_relative else f"noise {spec.noise}"
     text = (
-        f"**{spec.name} / {result.spec.family}**: `y = {spec.equation.text}` ({inputs}; "
+        f"**{spec.name} / {result.spec.family}**: `{lhs} = {spec.equation.text}` ({inputs}; "
         f"{spec.n_samples} rows, {noise}). Best of {result.n_complete + result.n_pruned} trials "
         f"(trial {result.best_trial}): the network's val_mse {metrics['val_mse']:.3g} against a noise floor of "
         f"{metrics['floor_mse']:.3g} (R^2 {metrics['r2']:.5f}), out of range {metrics['ood_mse']:.3g}."
@@ -195,7 +197,5 @@ def _equation_tags(recovered: evaluation.Recovered | None) -> dict:
     """The equation read back from a linear family's weights, as a tag the runs table can show."""
     if recovered is None:
         return {}
-    from pipeline.reference import format_equation
-
     model = recovered.model
     return {"recovered_equation": format_equation(model.coefficients(), model.variables)}

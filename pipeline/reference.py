@@ -242,6 +242,15 @@ def _single_power(term: str, variables: tuple[str, ...]) -> float | None:
     return float(exponent)
 
 
+def target(variables: tuple[str, ...]) -> str:
+    """The name an equation's left-hand side is written with: y, unless an input is named y (the
+    field's x, y, z): then f, as in f(x, y, z), so that `y = 0.5*y**2` is never printed."""
+    name = next((name for name in ("y", "f") if name not in variables), "y_")
+    while name in variables:
+        name += "_"
+    return name
+
+
 def format_equation(coefficients: dict[str, float], variables: tuple[str, ...] | None = None, digits: int = 3) -> str:
     """Every non-zero coefficient as an equation: inputs, then higher terms, constant last."""
     variables = variables or _variables_of(list(coefficients))
@@ -251,13 +260,13 @@ def format_equation(coefficients: dict[str, float], variables: tuple[str, ...] |
     if constant != 0:
         terms.append((CONSTANT, constant))
     if not terms:
-        return "y = 0"
+        return f"{target(variables)} = 0"
     text = ""
     for position, (name, weight) in enumerate(terms):
         magnitude = _magnitude(abs(weight), digits) + ("" if name == CONSTANT else f"*{name}")
         sign = ("-" if weight < 0 else "") if position == 0 else (" - " if weight < 0 else " + ")
         text += sign + magnitude
-    return "y = " + text
+    return f"{target(variables)} = " + text
 
 
 def _magnitude(value: float, digits: int) -> str:

@@ -182,6 +182,22 @@ def test_a_power_law_with_negative_and_fractional_exponents_is_read_back_exactly
     assert reference.format_equation(sparse.table, variables) == "y = 2.500*a*b**-2*c**0.5"
 
 
+def test_an_input_named_y_puts_f_on_the_left_hand_side():
+    # The field's x, y, z: `y = 0.500*x*y` would read as an equation in y; f(x, y) = ... does not.
+    variables = ("x", "y")
+    spec = data.DatasetSpec(
+        "field", parse("0.5*x*y + 2*y**2", variables), 500, 0.2, 0.0, 3, 3.0, 5.0, 100,
+        variables=tuple(data.Variable(v, low=1.0, high=5.0) for v in variables),
+    )  # fmt: skip
+    ds = data.generate(spec)
+    sparse = reference.sparse_refit(ds, reference.Features(variables, library(variables, 2)), {})
+    assert reference.format_equation(sparse.table, variables) == "f = 0.500*x*y + 2.000*y**2"
+    truth = reference.true_coefficients(spec.equation, spec.positive)
+    assert reference.format_equation(truth, variables) == "f = 0.500*x*y + 2.000*y**2"
+    names = [("x",), ("y",), ("y", "f"), ("y", "f", "y_")]
+    assert [reference.target(inputs) for inputs in names] == ["y", "f", "y_", "y__"]
+
+
 def test_noise_relative_to_y_is_srbench_s():
     variables = ("a",)
     spec = data.DatasetSpec("n", parse("10*a", variables), 20000, 0.2, 0.0, 1, 3.0, 5.0, 10, noise_relative=0.01,

@@ -72,7 +72,8 @@ def _entry(params: Params, outputs: TuneOutputs, spec: DatasetSpec, family: str,
     equation = outputs.model_dir / "equation.txt"
     entry["equation"] = equation.read_text().strip() if equation.exists() else None
     variables = spec.equation.variables
-    entry["true_equation"] = reference.format_equation(truth, variables) if truth else f"y = {spec.equation.text}"
+    written = f"{reference.target(variables)} = {spec.equation.text}"
+    entry["true_equation"] = reference.format_equation(truth, variables) if truth else written
     entry |= _context(params, dataset, entry, truth)
     found = outputs.model_dir / "recovery.json"
     if found.exists():

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from pipeline import registry
 from pipeline.config import Params
+from pipeline.reference import target
 
 
 def promote(params: Params, tuned: dict[str, dict[str, dict]], progress: Callable = print) -> list[registry.Decision]:
@@ -24,8 +25,9 @@ def promote(params: Params, tuned: dict[str, dict[str, dict]], progress: Callabl
     decisions = []
     for dataset, by_family in tuned.items():
         name = f"{params.tracking.experiment}-{dataset}"
+        config = params.datasets[dataset]
         about = (
-            f"The best model for dataset `{dataset}` (`y = {params.datasets[dataset].equation}`), chosen as the "
+            f"The best model for dataset `{dataset}` (`{target(config.inputs)} = {config.equation}`), chosen as the "
             "report chooses: the simplest family that reaches the noise floor, else the lowest val_mse. "
             "`champion` points at the version with the lowest val_mse so far. Load it without pickle: "
             f"`python -m pipeline predict --model models:/{name}@champion --row=...`."
