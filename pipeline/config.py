@@ -174,7 +174,7 @@ def _check_declared(dataset: DatasetConfig) -> None:
     if probe.constant(y):
         raise ValueError(f"the equation is {y[0]:.6g} wherever the variables may be drawn: nothing to learn")
     if pole := probe.pole(equation, X, dataset.ranges):
-        raise ValueError(f"{pole.describe(equation.variables, 'on the declared ranges')}: choose ranges on which "
+        raise ValueError(f"{pole.describe('on the declared ranges')}: choose ranges on which "
                          f"{pole.divisor} stays away from 0")  # fmt: skip
     if (largest := probe.largest(y)) > probe.FLOAT32_MAX:
         raise ValueError(

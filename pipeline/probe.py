@@ -55,16 +55,17 @@ def unfit_terms(ranges: Ranges, terms: tuple[str, ...], inputs: tuple[str, ...])
 # How much larger than anywhere else y must be next to a divisor's zero to be a pole there: a simple
 # pole reached to float64's resolution is ~1e13 times larger, a removable zero (sin(u)/u) about 1.
 POLE_RATIO = 1e9
+FACE_ROWS = 4096
 
 
 @dataclass(frozen=True)
 class Pole:
     divisor: str  # the expression that reaches 0, as the equation writes it
-    at: np.ndarray  # a point next to the pole
+    at: dict[str, float]  # a point next to the pole: the values of the divisor's own inputs
     size: float  # |y| there
 
-    def describe(self, variables: tuple[str, ...], where: str) -> str:
-        at = ", ".join(f"{name}={value:.4g}" for name, value in zip(variables, self.at, strict=True))
+    def describe(self, where: str) -> str:
+        at = ", ".join(f"{name}={value:.4g}" for name, value in self.at.items())
         return (f"the equation divides by {self.divisor}, which reaches 0 {where} (at {at} the equation is "
                 f"{self.size:.3g}): it is unbounded there, and the few rows drawn near it would rule every model's "
                 "MSE and R²")  # fmt: skip
@@ -75,17 +76,23 @@ def pole(equation: Equation, X: np.ndarray, ranges: Ranges | None = None) -> Pol
     or None: a divisor that is 0 at a point, or changes sign between two (a zero between them, by
     continuity, found by bisection), where y is POLE_RATIO times its largest elsewhere. Near a pole
     y is unbounded: a few rows drawn next to it would rule every model's MSE and R²."""
+    divisors = equation.divisors()
+    if not divisors:
+        return None
     if ranges is not None:  # the box is closed: r on [0, 10] reaches r = 0
-        X = np.vstack([X, *_faces(X[:1024], ranges)])
+        used = sorted({equation.variables.index(name) for divisor in divisors for name in divisor.used})
+        X = np.vstack([X, *_faces(X, ranges, used)])
     with np.errstate(all="ignore"):
         y = np.abs(equation(X))
         scale = float(np.max(y[np.isfinite(y)], initial=0.0))
-        for divisor in reversed(equation.divisors()):  # the innermost first: r rather than 4*pi*r**2
+        for divisor in reversed(divisors):  # the innermost first: r rather than 4*pi*r**2
             near = _zeros(divisor, X)
             sizes = np.abs(equation(near))
             sizes[np.isnan(sizes)] = 0.0  # 0/0: a removable point, not a pole
             if len(near) and sizes.max() > POLE_RATIO * scale:
-                return Pole(divisor.text, near[np.argmax(sizes)], float(sizes.max()))
+                point = dict(zip(equation.variables, near[np.argmax(sizes)].tolist(), strict=True))
+                at = {name: point[name] for name in divisor.variables if name in divisor.used}
+                return Pole(divisor.text, at, float(sizes.max()))
     return None
 
 
@@ -102,12 +109,15 @@ def _zeros(divisor: Equation, X: np.ndarray) -> np.ndarray:
     return np.vstack(near)
 
 
-def _faces(X: np.ndarray, ranges: Ranges) -> list[np.ndarray]:
-    """`X` moved onto each face of the box: each input at its low, then at its high end."""
+def _faces(X: np.ndarray, ranges: Ranges, columns: list[int]) -> list[np.ndarray]:
+    """Rows of `X` moved onto the faces of the box where the inputs `columns` (those a divisor uses)
+    are at their low, then their high end: FACE_ROWS rows in all, at least 8 a face, so that 500
+    inputs cost megabytes, not the gigabytes of a thousand rows a face."""
+    per_face = max(8, FACE_ROWS // (2 * max(len(columns), 1)))
     faces = []
-    for column, bounds in enumerate(ranges):
-        for bound in bounds:
-            face = X.copy()
+    for column in columns:
+        for bound in ranges[column]:
+            face = X[:per_face].copy()
             face[:, column] = bound
             faces.append(face)
     return faces
