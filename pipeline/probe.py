@@ -55,6 +55,7 @@ def unfit_terms(ranges: Ranges, terms: tuple[str, ...], inputs: tuple[str, ...])
 # How much larger than anywhere else y must be next to a divisor's zero to be a pole there: a simple
 # pole reached to float64's resolution is ~1e13 times larger, a removable zero (sin(u)/u) about 1.
 POLE_RATIO = 1e9
+TOUCH = 1e-3  # a divisor of one sign is searched for a zero where it comes this close to 0 (times its largest)
 FACE_ROWS = 4096
 
 
@@ -67,7 +68,7 @@ class Pole:
     def describe(self, where: str) -> str:
         at = ", ".join(f"{name}={value:.4g}" for name, value in self.at.items())
         return (f"the equation divides by {self.divisor}, which reaches 0 {where} (at {at} the equation is "
-                f"{self.size:.3g}): it is unbounded there, and the few rows drawn near it would rule every model's "
+                f"{self.size:.3g}): it is unbounded there, and the few rows drawn near it can rule every model's "
                 "MSE and R²")  # fmt: skip
 
 
@@ -75,18 +76,19 @@ def pole(equation: Equation, X: np.ndarray, ranges: Ranges | None = None) -> Pol
     """A pole of `equation` where its inputs may be drawn (`X`, plus the faces of the box `ranges`),
     or None: a divisor that is 0 at a point, or changes sign between two (a zero between them, by
     continuity, found by bisection), where y is POLE_RATIO times its largest elsewhere. Near a pole
-    y is unbounded: a few rows drawn next to it would rule every model's MSE and R²."""
+    y is unbounded: a few rows drawn next to it can rule every model's MSE and R²."""
     divisors = equation.divisors()
     if not divisors:
         return None
     if ranges is not None:  # the box is closed: r on [0, 10] reaches r = 0
         used = sorted({equation.variables.index(name) for divisor in divisors for name in divisor.used})
         X = np.vstack([X, *_faces(X, ranges, used)])
+    box = tuple(np.array(ranges, dtype=float).T) if ranges is not None else (X.min(axis=0), X.max(axis=0))
     with np.errstate(all="ignore"):
         y = np.abs(equation(X))
         scale = float(np.max(y[np.isfinite(y)], initial=0.0))
         for divisor in reversed(divisors):  # the innermost first: r rather than 4*pi*r**2
-            near = _zeros(divisor, X)
+            near = _zeros(divisor, X, box)
             sizes = np.abs(equation(near))
             sizes[np.isnan(sizes)] = 0.0  # 0/0: a removable point, not a pole
             if len(near) and sizes.max() > POLE_RATIO * scale:
@@ -96,9 +98,11 @@ def pole(equation: Equation, X: np.ndarray, ranges: Ranges | None = None) -> Pol
     return None
 
 
-def _zeros(divisor: Equation, X: np.ndarray) -> np.ndarray:
-    """Points next to zeros of `divisor`: the rows of `X` where it is 0, and, where it takes both
-    signs, the ends of a few bisections between a negative and a positive row (nearest 0 first)."""
+def _zeros(divisor: Equation, X: np.ndarray, box: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Points next to zeros of `divisor`: the rows of `X` where it is 0; where it takes both signs,
+    the ends of a few bisections between a negative and a positive row (nearest 0 first); where it
+    keeps one sign but comes close to 0 (x**2 + y**2 near the origin), the least it reaches inside
+    `box` from its smallest rows."""
     d = divisor(X)
     negative, positive = np.flatnonzero(d < 0), np.flatnonzero(d > 0)
     pairs = min(len(negative), len(positive), 8)
@@ -106,7 +110,32 @@ def _zeros(divisor: Equation, X: np.ndarray) -> np.ndarray:
     if pairs:
         a, b = X[negative[np.argsort(-d[negative])[:pairs]]], X[positive[np.argsort(d[positive])[:pairs]]]
         near += _bisect(divisor, a, b)
+    elif not len(near[0]) and np.nanmin(np.abs(d)) < TOUCH * np.nanmax(np.abs(d)):
+        near.append(_descend(divisor, X[np.argsort(np.abs(d))[:4]], box))
     return np.vstack(near)
+
+
+def _descend(divisor: Equation, X: np.ndarray, box: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Compass search for the least |divisor| from each row of `X`, inside `box`: a step along each
+    input either way, kept where it lowers |divisor|, halved where none does, down to float64's
+    resolution of the box."""
+    low, high = box
+    k, n = X.shape
+    moves = np.vstack([np.eye(n), -np.eye(n)])  # (2n, n)
+    step = np.tile((high - low) / 16, (k, 1))  # (k, n): one step length per start
+    value = np.abs(divisor(X))
+    for _ in range(400):
+        trials = np.clip(X[:, None, :] + moves[None] * step[:, None, :], low, high)  # (k, 2n, n)
+        values = np.abs(divisor(trials.reshape(-1, n))).reshape(k, 2 * n)
+        values[np.isnan(values)] = np.inf
+        best = values.argmin(axis=1)
+        better = values[np.arange(k), best] < value
+        X = np.where(better[:, None], trials[np.arange(k), best], X)
+        value = np.where(better, values[np.arange(k), best], value)
+        step = np.where(better[:, None], step, step / 2)
+        if (step <= 1e-16 * (high - low)).all():
+            break
+    return X
 
 
 def _faces(X: np.ndarray, ranges: Ranges, columns: list[int]) -> list[np.ndarray]:

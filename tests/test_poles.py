@@ -29,6 +29,9 @@ POLES = [
     ("m/v**2", {"m": {"low": 1, "high": 2}, "v": {"mean": 0, "std": 1}}, "v", {"v": 0.0}),
     ("1/(x**2 - 2)", uniform(x=(0, 3)), "x**2 - 2", {"x": np.sqrt(2)}),
     ("a*abs(b - 3)**-1.5", uniform(a=(1, 2), b=(2, 4)), "b - 3", {"b": 3.0}),
+    # one sign, 0 at one point only: found by descending from the probe points nearest it
+    ("q/(x**2 + y**2)", uniform(q=(1, 2), x=(-1, 1), y=(-1, 1)), "x**2 + y**2", {"x": 0.0, "y": 0.0}),
+    ("1/((x - 1)**2 + (y - 0.3)**2)", uniform(x=(-2, 2), y=(-2, 2)), "(x - 1)**2 + (y - 0.3)**2", {"x": 1.0, "y": 0.3}),
 ]  # fmt: skip
 
 KEPT = [
@@ -39,6 +42,8 @@ KEPT = [
     ("1/(u**2 + 1)", uniform(u=(-5, 5))),
     ("q1*q2/(4*pi*epsilon*r**2)", uniform(q1=(1, 5), q2=(1, 5), epsilon=(1, 5), r=(0.1, 10))),
     ("tan(u)", uniform(u=(-1.5, 1.5))),
+    ("1/(x**2 + y**2 + 0.01)", uniform(x=(-1, 1), y=(-1, 1))),  # comes close to 0, never reaches it
+    ("1/(x**2 + y**2)", uniform(x=(0.5, 1), y=(0.5, 1))),
 ]  # fmt: skip
 
 
