@@ -232,7 +232,8 @@ def _refuse(node: ast.AST, text: str, why: str) -> EquationError:
 
 def _check(node: ast.AST, text: str, variables: tuple[str, ...], depth: int) -> None:
     if depth > MAX_DEPTH:
-        raise _refuse(node, text, f"equation is nested more than {MAX_DEPTH} levels deep")
+        why = "each operation of a chain is a level: group a long sum, as (a + b + c) + (d + e + f)"
+        raise _refuse(node, text, f"equation is nested more than {MAX_DEPTH} levels deep ({why})")
     if isinstance(node, ast.Constant):
         _check_number(node, text)
     elif isinstance(node, ast.Name):

@@ -109,6 +109,15 @@ def test_deep_operator_chain_is_refused():
         parse("-" * 500 + "x0", 10)
 
 
+def test_a_long_sum_is_refused_saying_how_to_group_it_and_grouped_it_is_kept():
+    names = tuple(f"v{i}" for i in range(150))
+    with pytest.raises(EquationError, match=r"nested more than 100 levels deep \(each operation of a chain is a level"):
+        parse(" + ".join(names), names)
+    grouped = " + ".join("(" + " + ".join(names[start : start + 15]) + ")" for start in range(0, 150, 15))
+    X = np.arange(150, dtype=float)[None, :]
+    assert parse(grouped, names)(X)[0] == sum(range(150))
+
+
 def test_sympy_form_is_built_from_the_tree():
     import sympy
 
