@@ -204,8 +204,8 @@ def _literal(node: ast.AST) -> float | Fraction:
 
 
 def _zeros_of(node: ast.expr, found: dict[str, ast.expr]) -> None:
-    """Add `node` and what it is zero wherever it is (a product's factors, a quotient's numerator,
-    a positive power's base, the argument of abs or sqrt), keyed by their text."""
+    """Add `node`, and the parts whose zeros are zeros of it (a product's factors, a quotient's
+    numerator, a positive power's base, the argument of a sign, abs or sqrt), keyed by their text."""
     if not any(isinstance(inner, ast.Name) and inner.id not in CONSTANTS for inner in ast.walk(node)):
         return
     found.setdefault(ast.unparse(node).replace(" ** ", "**"), node)
