@@ -1,4 +1,5 @@
-"""Where a dataset may be drawn, is everything computable in float32? Checked before any stage runs.
+"""Where a dataset may be drawn, is everything computable in float32, and bounded? Checked before
+any stage runs.
 
 The models train in float32, so an input, a target or a library term beyond float32's largest
 value (3.4e38) is infinite there, and one that is not finite (a power of a negative input) is NaN:
@@ -6,6 +7,10 @@ every trial would diverge, and the tuning would end without a model and without 
 scientist's formula in SI units meets this (m1**2 of Earth's mass is 3.6e49), so `pipeline.config`
 probes each dataset's equation here, `stages.specs` leaves such terms out of the automatic library
 (and refuses those a user lists), and `pipeline.proposals` drops proposed terms that do not fit.
+
+An equation with a pole there (`1/r**2` with r from 0) is finite at every probe point yet unbounded:
+`pole` finds where a divisor reaches 0, and `pipeline.config` (the shorthand's: `pipeline.data`)
+refuses it.
 """
 
 from __future__ import annotations
