@@ -13,9 +13,12 @@ on several machines: `pipeline.shared_study`).
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -208,10 +211,35 @@ def announcing(hooks: Hooks) -> tuple[Hooks, set[int]]:
     on_ask = hooks.on_ask
 
     def announce(trials: list[optuna.Trial]) -> Callable[[int], dict] | None:
-        announced.update(trial.number for trial in trials)
-        return on_ask(trials)
+        # One step for Ctrl-C and SIGTERM: stopped between two trials' announcements, the rest
+        # would be marked announced with no run opened, and their failure recorded into nothing.
+        with signals_deferred():
+            attrs = on_ask(trials)
+            announced.update(trial.number for trial in trials)
+        return attrs
 
     return replace(hooks, on_ask=announce), announced
+
+
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Ctrl-C and SIGTERM held back until the block ends, then raised again for their own handlers.
+    Their Python handlers are swapped, not the signals masked: a signal sent to the process reaches
+    whichever thread does not mask it, and Python runs the handlers in the main thread only (here
+    too: elsewhere this defers nothing)."""
+    hold = {signal.SIGINT, signal.SIGTERM}
+    if threading.current_thread() is not threading.main_thread() or None in map(signal.getsignal, hold):
+        yield  # (None: a handler set outside Python, which could not be put back)
+        return
+    caught: list[int] = []
+    held = {signum: signal.signal(signum, lambda signum, frame: caught.append(signum)) for signum in hold}
+    try:
+        yield
+    finally:
+        for signum, handler in held.items():
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(caught):
+            signal.raise_signal(signum)
 
 
 def interrupted(study: optuna.Study, trials: list[optuna.Trial], announced: set[int], hooks: Hooks) -> None:
