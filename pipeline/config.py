@@ -65,6 +65,13 @@ class VariableConfig(Strict):
             return raw | {"dist": "normal"}
         return raw
 
+    @field_validator("ood", mode="before")
+    @classmethod
+    def _interval(cls, ood: Any) -> Any:  # pydantic's own message for [3] names a position, `ood.1`
+        if ood is not None and (not isinstance(ood, list | tuple) or len(ood) != 2):
+            raise ValueError("ood is an interval, [low, high]: two numbers")
+        return ood
+
     @model_validator(mode="after")
     def _complete(self) -> VariableConfig:
         if self.dist == "normal":
@@ -167,10 +174,9 @@ def _check_declared(dataset: DatasetConfig) -> None:
     bad = ~np.isfinite(y)
     if bad.any():
         at = ", ".join(f"{name}={value:.4g}" for name, value in zip(dataset.variables, X[np.argmax(bad)], strict=True))
-        raise ValueError(
-            f"the equation is not finite on the declared ranges ({int(bad.sum())} of {len(y)} probe points, "
-            f"e.g. at {at}): narrow the ranges so that it is defined everywhere"
-        )
+        fix = "narrow the ranges so that it is defined everywhere" if not bad.all() else "check the equation"
+        raise ValueError(f"the equation is not finite on the declared ranges ({int(bad.sum())} of {len(y)} probe "
+                         f"points, e.g. at {at}): {fix}")  # fmt: skip
     if probe.constant(y):
         raise ValueError(f"the equation is {y[0]:.6g} wherever the variables may be drawn: nothing to learn")
     if pole := probe.pole(equation, X, dataset.ranges):
@@ -307,13 +313,10 @@ class Params(Strict):
     @model_validator(mode="before")
     @classmethod
     def _defaults(cls, raw: Any) -> Any:
-        if not isinstance(raw, dict) or not isinstance(raw.get("dataset_defaults") or {}, dict):
-            return raw
-        defaults = raw.get("dataset_defaults") or {}
-        if defaults and isinstance(raw.get("datasets"), dict):
-            merged = {k: defaults | v if isinstance(v, dict) else v for k, v in raw["datasets"].items()}
-            return raw | {"datasets": merged}
-        return raw
+        defaults = raw.get("dataset_defaults") if isinstance(raw, dict) else None
+        if not defaults or not isinstance(defaults, dict) or not isinstance(raw.get("datasets"), dict):
+            return raw  # nothing to merge, or a mistake reported by the fields' own checks
+        return raw | {"datasets": {k: defaults | v if isinstance(v, dict) else v for k, v in raw["datasets"].items()}}
 
     def check_dataset(self, name: str) -> None:
         """A dataset name given on the command line, refused unless params.yaml has it."""
@@ -388,12 +391,8 @@ def _describe(exc: ValidationError) -> str:
     lines = []
     for error in exc.errors():
         key = ".".join(str(part) for part in error["loc"])
-        value = _short_repr(error.get("input"))
+        text = repr(error.get("input"))
+        value = text if len(text) <= 80 else text[:80] + "..."  # a whole dataset's mapping can be long
         message = error["msg"].removeprefix("Value error, ")
         lines.append(f"  {key} = {value}: {message}" if key else f"  {message}")
     return "\n".join(lines)
-
-
-def _short_repr(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "..."

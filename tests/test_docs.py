@@ -163,3 +163,85 @@ def test_each_documented_command_parses_and_names_what_exists(page, here, argv):
     else:
         venv_bin = Path(sys.executable).parent
         assert (venv_bin / program).exists() or shutil.which(program), f"{page.name}: `{program}` is not installed"
+
+
+# --- the params.yaml reference names every key the config accepts, and no other --------------------
+
+REFERENCE = ROOT / "docs" / "configuration.md"
+
+
+def config_keys(model: type, prefix: str = "") -> set[str]:
+    """Every key path `Params` accepts, a dict's keys written `<...>` (`datasets.<name>.seed`)."""
+    import types
+    import typing
+
+    from pydantic import BaseModel
+
+    placeholders = {"datasets": "<name>", "variables": "<variable>", "tuning": "<family>"}
+    keys = set()
+    for name, field in model.model_fields.items():
+        path = f"{prefix}{name}"
+        kinds = [field.annotation]
+        while any(typing.get_origin(k) in (typing.Union, types.UnionType, typing.Annotated) for k in kinds):
+            kinds = [a for k in kinds for a in (typing.get_args(k) or (k,))]
+        models = [k for k in kinds if isinstance(k, type) and issubclass(k, BaseModel) and k.model_fields]
+        values = [typing.get_args(k)[1] for k in kinds if typing.get_origin(k) is dict]
+        values = [v for v in values if isinstance(v, type) and issubclass(v, BaseModel)]
+        if models:
+            keys |= config_keys(models[0], path + ".")
+        elif values:
+            keys |= config_keys(values[0], f"{path}.{placeholders[name]}.")
+        else:
+            keys.add(path)
+    return keys
+
+
+def documented_keys(text: str) -> dict[str, str]:
+    """{key path: the text that documents it}: each section heading's first `key` is its prefix; a
+    table row's first cell names keys under it (or whole paths starting with it)."""
+    keys, prefix = {}, ""
+    for line in text.splitlines():
+        if line.startswith("##"):  # sections; the page's title names the file
+            found = re.findall(r"`([^`]+)`", line)
+            prefix = found[0] if found else ""
+            if prefix:
+                keys[prefix] = line
+        elif line.startswith("| `") and prefix:
+            first = line.split("|")[1]
+            for key in re.findall(r"`([^`]+)`", first):
+                keys[key if key.startswith(prefix.split(".")[0] + ".") else f"{prefix}.{key}"] = line
+    return keys
+
+
+def covered(key: str, documented: dict[str, str]) -> bool:
+    """A key is documented by its own row, or by a row of a key above it that names each part below
+    (`space.lr` | `{low, high, log}` documents `space.lr.low`)."""
+    parts = key.split(".")
+    for cut in range(len(parts), 0, -1):
+        above = ".".join(parts[:cut])
+        if above in documented and all(re.search(rf"\b{p}\b", documented[above]) for p in parts[cut:]):
+            return True
+    return False
+
+
+def test_the_params_reference_names_every_key_and_no_other():
+    from pipeline.config import Params
+
+    accepted = config_keys(Params)
+    documented = documented_keys(REFERENCE.read_text())
+    assert {"datasets.<name>.variables.<variable>.dist", "tuning.<family>.space.lr.low"} <= accepted
+    missing = sorted(k for k in accepted if not covered(k, documented))
+    assert not missing, f"{REFERENCE.name} does not document {missing}"
+    # A documented key the config does not take is stale (a section's own heading aside).
+    stale = sorted(k for k in documented if k not in accepted and not any(a.startswith(k + ".") for a in accepted))
+    assert not stale, f"{REFERENCE.name} documents keys params.yaml cannot have: {stale}"
+
+
+def test_the_reference_check_catches_an_undocumented_key():
+    text = REFERENCE.read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| `noise_relative`"))
+    documented = documented_keys(text.replace(row + "\n", ""))
+    assert not covered("datasets.<name>.noise_relative", documented)
+    assert covered("datasets.<name>.noise", documented)
+    assert covered("tuning.<family>.space.lr.log", documented)
+    assert not covered("tuning.<family>.space.lr.base", documented)

@@ -134,6 +134,14 @@ BAD = [
      "the equation is 1 wherever the variables may be drawn: nothing to learn"),
     ({"equation": "G*m", "variables": {"G": {"low": 6.674e-11, "high": 6.674e-11}, "m": {"low": 1, "high": 2}}},
      "datasets.g.variables.G", "low and high are both 6.674e-11: a fixed value is a number in the equation"),
+    ({"equation": "r/0", "variables": {"r": {"low": 1, "high": 2}}}, "datasets.g",
+     "(16384 of 16384 probe points, e.g. at r="),  # not finite anywhere: no range would do
+    ({"equation": "r/0", "variables": {"r": {"low": 1, "high": 2}}}, "datasets.g",
+     "e.g. at r=1.637): check the equation"),
+    ({"equation": "r*2", "variables": {"r": {"low": 1, "high": 2, "ood": [3]}}}, "datasets.g.variables.r.ood = [3]",
+     "ood is an interval, [low, high]: two numbers"),
+    ({"equation": "r*2", "variables": {"r": {"low": 1, "high": 2, "ood": 3}}}, "datasets.g.variables.r.ood = 3",
+     "ood is an interval, [low, high]: two numbers"),
 ]  # fmt: skip
 
 
