@@ -297,7 +297,7 @@ class TrackingConfig(Strict):
 
 
 class TrainingConfig(Strict):
-    device: str = "cpu"  # "cuda" where a GPU is present
+    device: Annotated[str, Field(pattern=r"^(cpu|cuda(:\d+)?|mps)$")] = "cpu"  # "cuda" where a GPU is present
     threads: Annotated[int, Field(ge=1, le=256)] = 1  # tiny models: one thread beats two
 
 

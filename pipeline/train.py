@@ -71,10 +71,25 @@ class Tensors:
         device: str = "cpu",
         standardize: bool = False,
     ) -> Tensors:
+        _usable(device)
+
         def to(a: np.ndarray) -> torch.Tensor:
             return torch.as_tensor(np.asarray(a, dtype=np.float32), device=device)
 
         return cls(to(X_train), to(y_train), to(X_val), to(y_val), standardize)
+
+
+def _usable(device: str) -> None:
+    """Refuse a device this machine's torch cannot use (`cuda` with a CPU-only build, `cuda:3` on a
+    machine with one GPU) in one line naming the key, rather than torch's assertion mid-tuning."""
+    try:
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as exc:
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        raise InputError(
+            f"training.device = {device!r}: not usable on this machine ({str(exc).splitlines()[0]}; "
+            f"torch {torch.__version__}, {gpus} CUDA device(s)): set training.device: cpu"
+        ) from None
 
 
 @dataclass

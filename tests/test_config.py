@@ -56,6 +56,8 @@ def _with(raw: dict, dotted: str, value) -> dict:
         ("models.cross.degree", 5, "models.cross.degree = 5: Input should be less than or equal to 4"),
         ("models.cross.functions", ["system"], "models.cross.functions.0 = 'system': Input should be 'sin'"),
         ("models.mlp.depth", "deep", "models.mlp.depth = 'deep'"),
+        ("training.device", "tpu", "training.device = 'tpu': String should match pattern '^(cpu|cuda(:\\d+)?|mps)$'"),
+        ("training.device", "cuda:x", "training.device = 'cuda:x'"),
     ],
 )
 def test_bad_value_names_key_and_value(default_params_raw, key, value, expected):

@@ -10,6 +10,7 @@ import torch
 
 from pipeline.data import DatasetSpec, generate
 from pipeline.equations import parse
+from pipeline.errors import InputError
 from pipeline.models import LinearModel, ModelSpec, Stack, build_model, features
 from pipeline.reference import Features, Rows, format_equation, sparse_refit
 from pipeline.terms import library
@@ -238,3 +239,11 @@ def test_the_written_out_backward_equals_autograd(depths, widths):
     flat = stack.flat.clone().requires_grad_(True)
     (Stack.forward(*stack.layer_views(flat), x) * d_prediction).sum().backward()
     torch.testing.assert_close(grad, flat.grad)
+
+
+def test_a_device_this_machine_cannot_use_is_refused_naming_the_key():
+    # No machine has 100 GPUs: refused alike by a CPU-only torch and by one with CUDA.
+    x, y = torch.zeros(4, 1).numpy(), torch.zeros(4).numpy()
+    with pytest.raises(InputError, match=r"training.device = 'cuda:99': not usable on this machine \(.+CUDA device"):
+        Tensors.from_arrays(x, y, x, y, device="cuda:99")
+    assert Tensors.from_arrays(x, y, x, y, device="cpu").X_train.device.type == "cpu"
