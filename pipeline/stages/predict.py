@@ -45,29 +45,73 @@ def main(args: argparse.Namespace, params: Params) -> None:
 def _rows(args: argparse.Namespace, names: list[str]) -> list[list[float]]:
     rows = [_row(text, names, f"--row {text!r}") for text in args.row]
     if args.csv is not None:
-        if not args.csv.is_file():
-            raise FileNotFoundError(f"--csv {args.csv}: not found")
-        lines = [line for line in args.csv.read_text().splitlines() if line.strip()]
-        header = [part.strip() for part in lines[0].split(",")] if lines else []
-        if header and all(part in names for part in header):  # a header naming the inputs
-            lines = [",".join(f"{n}={v}" for n, v in zip(header, line.split(","), strict=False)) for line in lines[1:]]
-        rows += [_row(line, names, f"{args.csv} line {n}") for n, line in enumerate(lines, 1)]
+        rows += _csv_rows(args.csv, names)
     return rows
+
+
+def _csv_rows(path: Path, names: list[str]) -> list[list[float]]:
+    """The rows of a CSV file, each named by its line number; a first line that is not numbers is
+    a header naming the inputs, in any order."""
+    if not path.is_file():
+        raise FileNotFoundError(f"--csv {path}: not found")
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise ConfigError(f"--csv {path}: not a text file (UTF-8)") from None
+    lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    if lines and not all(_is_number(part) for part in lines[0][1].split(",")):
+        (at, first), lines = lines[0], lines[1:]
+        header = [part.strip() for part in first.split(",")]
+        if problem := _names_problem(header, names):
+            raise ConfigError(f"--csv {path} line {at}, the header: {problem} (the model takes {', '.join(names)})")
+        for n, line in lines:
+            if len(line.split(",")) != len(header):
+                raise ConfigError(
+                    f"--csv {path} line {n}: {len(line.split(','))} values under a header of {len(header)}"
+                )
+        lines = [(n, ",".join(f"{h}={v}" for h, v in zip(header, line.split(","), strict=True))) for n, line in lines]
+    if not lines:
+        raise ConfigError(f"--csv {path}: no input rows")
+    return [_row(line, names, f"--csv {path} line {n}") for n, line in lines]
 
 
 def _row(text: str, names: list[str], where: str) -> list[float]:
     """One row of inputs: values in the model's order, or name=value pairs in any order."""
     parts = [part.strip() for part in text.split(",")]
     expected = f"the model takes {len(names)} inputs: {', '.join(names)}"
+    if all("=" in part for part in parts):
+        pairs = [[side.strip() for side in part.split("=", 1)] for part in parts]
+        if problem := _names_problem([name for name, _ in pairs], names):
+            raise ConfigError(f"{where}: {problem} ({expected})")
+        given = dict(pairs)
+        values, labels = [given[name] for name in names], names
+    else:
+        values, labels = parts, [f"value {k}" for k in range(1, len(parts) + 1)]
+        if len(values) != len(names):
+            raise ConfigError(f"{where}: {expected} (in this order, or as name=value); got {len(values)} values")
+    for label, value in zip(labels, values, strict=True):
+        if not _is_number(value) or not np.isfinite(float(value)):
+            raise ConfigError(f"{where}: {label} = {value!r} is not a finite number ({expected})")
+    return [float(value) for value in values]
+
+
+def _is_number(text: str) -> bool:
     try:
-        if all("=" in part for part in parts):
-            pairs = dict(part.split("=", 1) for part in parts)
-            if set(pairs) != set(names):
-                raise ConfigError(f"{where}: {expected}; got {', '.join(pairs)}")
-            return [float(pairs[name]) for name in names]
-        values = [float(part) for part in parts]
+        float(text)
     except ValueError:
-        raise ConfigError(f"{where}: expected numbers, in order or as name=value ({expected})") from None
-    if len(values) != len(names):
-        raise ConfigError(f"{where}: {expected} (in this order, or as name=value); got {len(values)} values")
-    return values
+        return False
+    return True
+
+
+def _names_problem(given: list[str], names: list[str]) -> str | None:
+    """What is wrong with the input names of a row or header, or None."""
+    twice = sorted({name for name in given if given.count(name) > 1})
+    unknown = [name for name in given if name not in names]
+    missing = [name for name in names if name not in given]
+    if twice:
+        return f"{', '.join(twice)} given twice"
+    if unknown:
+        return f"no input named {', '.join(unknown)}" + (f"; missing {', '.join(missing)}" if missing else "")
+    if missing:
+        return f"missing {', '.join(missing)}"
+    return None

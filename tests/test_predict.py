@@ -1,0 +1,75 @@
+"""`predict`'s input rows: values in order or by name, on the command line or in a CSV file, each
+mistake refused naming the row (or the file's line) and what is wrong, before any prediction.
+(The model itself, loaded without pickle, is tested end to end in test_feynman.py and test_faults.py.)"""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from pipeline.config import ConfigError
+from pipeline.stages.predict import _rows
+
+NAMES = ["G", "m1", "m2", "r"]
+
+
+def rows(*row: str, csv=None) -> list[list[float]]:
+    return _rows(argparse.Namespace(row=list(row), csv=csv), NAMES)
+
+
+def test_rows_in_order_by_name_and_from_a_csv_with_or_without_a_header(tmp_path):
+    assert rows("1,2,3,4", "r=4, m2=3, G=1, m1=2") == [[1, 2, 3, 4], [1, 2, 3, 4]]
+    headed = tmp_path / "headed.csv"
+    headed.write_text("r,G,m1,m2\n\n4,1,2,3\n8, 1.5, 2, -3e2\n")
+    plain = tmp_path / "plain.csv"
+    plain.write_text("1,2,3,4\n")
+    assert rows(csv=headed) == [[1, 2, 3, 4], [1.5, 2, -300, 8]]
+    assert rows("0,0,0,1", csv=plain) == [[0, 0, 0, 1], [1, 2, 3, 4]]
+
+
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        ("G=1,m1=2", "--row 'G=1,m1=2': missing m2, r (the model takes 4 inputs: G, m1, m2, r)"),
+        ("G=1,m1=2,m2=3,r=4,z=5", "--row 'G=1,m1=2,m2=3,r=4,z=5': no input named z (the model takes"),
+        ("G=1,G=2,m2=3,r=4", "--row 'G=1,G=2,m2=3,r=4': G given twice"),
+        ("G=1,M1=2,m2=3,r=4", "no input named M1; missing m1"),
+        ("1,2", "--row '1,2': the model takes 4 inputs: G, m1, m2, r (in this order, or as name=value); got 2 values"),
+        ("G=a,m1=2,m2=3,r=4", "--row 'G=a,m1=2,m2=3,r=4': G = 'a' is not a finite number"),
+        ("1,2,nan,4", "--row '1,2,nan,4': value 3 = 'nan' is not a finite number"),
+        ("1,2,3,1e400", "value 4 = '1e400' is not a finite number"),
+        ("", "--row '': the model takes 4 inputs"),
+    ],
+)
+def test_a_bad_row_is_refused_saying_what_is_wrong(row, message):
+    with pytest.raises(ConfigError) as info:
+        rows(row)
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("G,m1,m2\n1,2,3\n", "line 1, the header: missing r (the model takes G, m1, m2, r)"),
+        ("G,m1,m2,r\n1,2,3\n", "line 2: 3 values under a header of 4"),
+        ("1,2,3,4\n\n1,2,x,4\n", "line 3: value 3 = 'x' is not a finite number"),
+        ("G,m1,m2,r\n", ": no input rows"),
+        ("", ": no input rows"),
+    ],
+)
+def test_a_bad_csv_is_refused_naming_its_line(tmp_path, content, message):
+    path = tmp_path / "rows.csv"
+    path.write_text(content)
+    with pytest.raises(ConfigError) as info:
+        rows(csv=path)
+    assert f"--csv {path}" in str(info.value) and message in str(info.value)
+
+
+def test_a_binary_or_missing_file_is_refused(tmp_path):
+    binary = tmp_path / "rows.csv"
+    binary.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(ConfigError, match="not a text file"):
+        rows(csv=binary)
+    with pytest.raises(FileNotFoundError, match="not found"):
+        rows(csv=tmp_path / "none.csv")
