@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -275,10 +276,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     """`python -m flows.experiment`: the experiment flow once, here, without a Prefect server."""
+    from pipeline.cli import describe
+
     args = build_parser().parse_args(argv)
-    experiment(
-        args.repo, args.params_file, args.max_concurrency, not args.no_push, not args.no_promote, args.task_workers
-    )
+    try:
+        # Checked before Prefect starts its API (seconds): a params.yaml mistake is told in its own
+        # lines, not in the traceback of a failed flow run.
+        load_params(Path(args.repo).resolve() / args.params_file)
+        experiment(
+            args.repo, args.params_file, args.max_concurrency, not args.no_push, not args.no_promote, args.task_workers
+        )
+    except Exception as exc:  # the flow run's own log has the traceback; the command ends on one message
+        code, message = describe(exc)
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(code) from None
 
 
 if __name__ == "__main__":

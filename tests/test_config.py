@@ -124,6 +124,18 @@ def test_cli_refuses_bad_params_before_writing_anything(default_params_raw, tmp_
     assert not data.exists()
 
 
+def test_the_flow_command_refuses_bad_params_before_prefect_starts(default_params_raw, tmp_path):
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(_with(default_params_raw, "training.device", "tpu")))
+    result = subprocess.run([sys.executable, "-m", "flows.experiment", "--repo", str(tmp_path), "--no-push"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        f"error: {tmp_path / 'params.yaml'}: invalid parameters",
+        "  training.device = 'tpu': String should match pattern '^(cpu|cuda(:\\d+)?|mps)$'",
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # no Prefect API, no store, no output
+
+
 def test_cli_names_an_unknown_dataset(tmp_path):
     result = run_cli(
         "generate", "--dataset", "cubic", "--out", str(tmp_path / "a.npz"), "--meta", str(tmp_path / "a.json")
