@@ -12,7 +12,6 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
@@ -161,32 +160,14 @@ class DatasetConfig(Strict):
 
 def _check_declared(dataset: DatasetConfig) -> None:
     """Declared variables: each used by the equation, the shorthand's `ood.low/high` not set, and
-    the equation finite wherever the variables may be drawn."""
+    the equation finite, varying and bounded wherever the variables may be drawn (`probe.check_box`)."""
     equation = parse(dataset.equation, tuple(dataset.variables))
     unused = [name for name in dataset.variables if name not in equation.used]
     if unused:
         raise ValueError(f"variables {unused} are declared but not used by the equation {dataset.equation!r}")
     if {"low", "high"} & dataset.ood.model_fields_set:
         raise ValueError("ood.low/high apply to the x0..x{n-1} shorthand; give each variable its own ood: [low, high]")
-    X = probe.points(dataset.ranges)
-    with np.errstate(all="ignore"):
-        y = equation(X)
-    bad = ~np.isfinite(y)
-    if bad.any():
-        at = ", ".join(f"{name}={value:.4g}" for name, value in zip(dataset.variables, X[np.argmax(bad)], strict=True))
-        fix = "narrow the ranges so that it is defined everywhere" if not bad.all() else "check the equation"
-        raise ValueError(f"the equation is not finite on the declared ranges ({int(bad.sum())} of {len(y)} probe "
-                         f"points, e.g. at {at}): {fix}")  # fmt: skip
-    if probe.constant(y):
-        raise ValueError(f"the equation is {y[0]:.6g} wherever the variables may be drawn: nothing to learn")
-    if pole := probe.pole(equation, X, dataset.ranges):
-        raise ValueError(f"{pole.describe('on the declared ranges')}: choose ranges on which "
-                         f"{pole.divisor} stays away from 0")  # fmt: skip
-    if (largest := probe.largest(y)) > probe.FLOAT32_MAX:
-        raise ValueError(
-            f"the equation reaches {largest:.3g} on the declared ranges, beyond float32's {probe.FLOAT32_MAX:.3g} "
-            "(models train in float32): express y in a larger unit, or narrow the ranges"
-        )
+    probe.check_box(equation, dataset.ranges)
 
 
 class LinearConfig(Strict):
@@ -225,28 +206,24 @@ class ModelsConfig(Strict):
     mlp: MLPConfig = MLPConfig()
 
 
-class FloatRange(Strict):
+class _Range(Strict):
+    @model_validator(mode="after")
+    def _ordered(self) -> Strict:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) is above high ({self.high})")
+        return self
+
+
+class FloatRange(_Range):
     low: Annotated[float, Field(gt=0)]
     high: Annotated[float, Field(gt=0)]
     log: bool = True
 
-    @model_validator(mode="after")
-    def _ordered(self) -> Strict:
-        if self.low > self.high:
-            raise ValueError(f"low ({self.low}) is above high ({self.high})")
-        return self
 
-
-class IntRange(Strict):
+class IntRange(_Range):
     low: Annotated[int, Field(ge=1)]
     high: Annotated[int, Field(ge=1)]
     log: bool = False
-
-    @model_validator(mode="after")
-    def _ordered(self) -> Strict:
-        if self.low > self.high:
-            raise ValueError(f"low ({self.low}) is above high ({self.high})")
-        return self
 
 
 PositiveInts = Annotated[list[Annotated[int, Field(ge=1, le=100_000)]], Field(min_length=1)]
@@ -384,15 +361,28 @@ def validate_params(raw: Any, source: str = "params") -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(f"{source}: invalid parameters\n" + _describe(exc)) from None
+        raise ConfigError(f"{source}: invalid parameters\n" + _describe(exc, raw)) from None
 
 
-def _describe(exc: ValidationError) -> str:
+def _describe(exc: ValidationError, raw: dict) -> str:
+    defaults, datasets = raw.get("dataset_defaults"), raw.get("datasets")
     lines = []
     for error in exc.errors():
-        key = ".".join(str(part) for part in error["loc"])
+        loc = error["loc"]
+        if _from_defaults(loc, defaults, datasets):  # a typo there would be told once per dataset
+            loc = ("dataset_defaults", *loc[2:])
+        key = ".".join(str(part) for part in loc)
         text = repr(error.get("input"))
         value = text if len(text) <= 80 else text[:80] + "..."  # a whole dataset's mapping can be long
         message = error["msg"].removeprefix("Value error, ")
-        lines.append(f"  {key} = {value}: {message}" if key else f"  {message}")
+        line = f"  {key} = {value}: {message}" if key else f"  {message}"
+        lines += [line] if line not in lines else []
     return "\n".join(lines)
+
+
+def _from_defaults(loc: tuple, defaults: object, datasets: object) -> bool:
+    """Whether the key at `loc` (datasets.<name>.<key>...) is the dataset's only through `dataset_defaults`."""
+    if len(loc) < 3 or loc[0] != "datasets" or not isinstance(defaults, dict) or not isinstance(datasets, dict):
+        return False
+    own = datasets.get(loc[1])
+    return loc[2] in defaults and not (isinstance(own, dict) and loc[2] in own)

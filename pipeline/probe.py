@@ -47,6 +47,27 @@ def constant(values: np.ndarray) -> bool:
     return bool(np.ptp(values) <= 1e-12 * largest(values))
 
 
+def check_box(equation: Equation, ranges: Ranges) -> None:
+    """Raise ValueError, saying where and what to change, unless the equation is finite, not one
+    number, without a pole and within float32 on the box `ranges` of its declared variables."""
+    X = points(ranges)
+    with np.errstate(all="ignore"):
+        y = equation(X)
+    if (bad := ~np.isfinite(y)).any():
+        at = ", ".join(f"{name}={value:.4g}" for name, value in zip(equation.variables, X[np.argmax(bad)], strict=True))
+        fix = "narrow the ranges so that it is defined everywhere" if not bad.all() else "check the equation"
+        raise ValueError(f"the equation is not finite on the declared ranges ({int(bad.sum())} of {len(y)} probe "
+                         f"points, e.g. at {at}): {fix}")  # fmt: skip
+    if constant(y):
+        raise ValueError(f"the equation is {y[0]:.6g} wherever the variables may be drawn: nothing to learn")
+    if found := pole(equation, X, ranges):
+        raise ValueError(f"{found.describe('on the declared ranges')}: choose ranges on which "
+                         f"{found.divisor} stays away from 0")  # fmt: skip
+    if (top := largest(y)) > FLOAT32_MAX:
+        raise ValueError(f"the equation reaches {top:.3g} on the declared ranges, beyond float32's {FLOAT32_MAX:.3g} "
+                         "(models train in float32): express y in a larger unit, or narrow the ranges")  # fmt: skip
+
+
 def unfit_terms(ranges: Ranges, terms: tuple[str, ...], inputs: tuple[str, ...]) -> dict[str, float]:
     """The library terms not computable in float32 where the inputs may be drawn, with the largest
     magnitude each reaches (inf, NaN). A few hundred points find the ends of the ranges well enough;

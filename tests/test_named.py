@@ -218,3 +218,22 @@ def test_noise_relative_to_y_is_srbench_s():
 def test_equations_over_declared_names_refuse_anything_else():
     with pytest.raises(EquationError, match="unknown name .*the variables are G, r"):
         parse("G/q", ("G", "r"))
+
+
+def test_a_mistake_in_dataset_defaults_is_told_once_under_its_own_key(default_params_raw):
+    table = {f"law{k}": {"equation": f"{k + 1}*m", "variables": {"m": {"low": 1, "high": 2}}} for k in range(50)}
+    table["own"] = table["law0"] | {"noise_relative": -2}  # a dataset's own mistake stays its own
+    for defaults, line in [
+        ({"noise_relativ": 0.01}, "  dataset_defaults.noise_relativ = 0.01: Extra inputs are not permitted"),
+        ({"n_samples": 5}, "  dataset_defaults.n_samples = 5: Input should be greater than or equal to 10"),
+    ]:
+        with pytest.raises(ConfigError) as info:
+            validate_params(params_with(default_params_raw, **table) | {"dataset_defaults": defaults})
+        assert str(info.value).splitlines()[1:] == [line, "  datasets.own.noise_relative = -2: "
+                                                    "Input should be greater than or equal to 0"]  # fmt: skip
+    # Set by the dataset itself, the key is the dataset's, even where the defaults also give it.
+    table["own"] = table["law0"] | {"n_samples": 3}
+    with pytest.raises(
+        ConfigError, match=r"\n  datasets.own.n_samples = 3: Input should be greater than or equal to 10$"
+    ):
+        validate_params(params_with(default_params_raw, **table) | {"dataset_defaults": {"n_samples": 2000}})
