@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline import model_files
+from pipeline.errors import InputError, redact
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -32,7 +33,22 @@ RUN_URI = re.compile(r"runs:/(?P<run>[0-9a-f]{32})(?:/.*)?")
 
 def resolve_run(client: MlflowClient, uri: str) -> tuple[str, dict[str, str]]:
     """The id of the run that logged the model `uri` points at, and the digests its files must
-    have: the model version's tags (the registry's record), else the run's."""
+    have: the model version's tags (the registry's record), else the run's. A URI that names
+    nothing in this tracking store is bad input (`InputError`), said with the store."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return _resolve_run(client, uri)
+    except MlflowException as exc:
+        # Not found: an unknown run, model or version (RESOURCE_DOES_NOT_EXIST), or alias (INVALID_PARAMETER_VALUE).
+        if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise
+        raise InputError(
+            f"model {uri!r}: {exc.message.rstrip('.')} in the tracking store {redact(client.tracking_uri)}"
+        ) from None
+
+
+def _resolve_run(client: MlflowClient, uri: str) -> tuple[str, dict[str, str]]:
     if match := RUN_URI.fullmatch(uri):
         return match["run"], client.get_run(match["run"]).data.tags
     if match := MODEL_URI.fullmatch(uri):
@@ -41,7 +57,7 @@ def resolve_run(client: MlflowClient, uri: str) -> tuple[str, dict[str, str]]:
         else:
             version = client.get_model_version(match["name"], match["version"])
         return version.run_id, _registered_digests(client, version, uri)
-    raise ValueError(f"model URI {uri!r}: expected models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID")
+    raise InputError(f"model URI {uri!r}: expected models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID")
 
 
 def _registered_digests(client: MlflowClient, version: object, uri: str) -> dict[str, str]:

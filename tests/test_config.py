@@ -160,6 +160,14 @@ def test_cli_tune_without_data_says_what_to_run(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_cli_compare_without_tunings_says_what_to_run_and_writes_nothing(tmp_path):
+    dirs = f"--metrics-dir {tmp_path}/m --models-dir {tmp_path}/mo --plots-dir {tmp_path}/p --out {tmp_path}/r"
+    result = run_cli(*f"compare {dirs}".split())
+    assert result.returncode == 2
+    assert f"{tmp_path}/m/linear-linear.json: missing; run the tune stage for linear first" in result.stderr
+    assert list(tmp_path.iterdir()) == []  # not even an empty reports folder
+
+
 def test_cli_refuses_an_unknown_model_family():
     outputs = "--models-dir m --metrics-dir m --plots-dir p"
     result = run_cli(*f"tune --dataset product --models linear svm --data x {outputs}".split())

@@ -73,3 +73,27 @@ def test_a_binary_or_missing_file_is_refused(tmp_path):
         rows(csv=binary)
     with pytest.raises(FileNotFoundError, match="not found"):
         rows(csv=tmp_path / "none.csv")
+
+
+@pytest.mark.parametrize(
+    "uri, message",
+    [
+        (
+            "models:/nope@champion",
+            "model 'models:/nope@champion': Registered Model with name=nope not found in the tracking store sqlite:///",
+        ),
+        ("models:/nope/3", "model 'models:/nope/3': Model Version (name=nope, version=3) not found in the tracking"),
+        ("runs:/" + "0" * 32, f"model 'runs:/{'0' * 32}': Run with id={'0' * 32} not found in the tracking store"),
+        ("garbage", "model URI 'garbage': expected models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID"),
+    ],
+)
+def test_a_model_that_is_not_in_the_store_is_bad_input_naming_it_and_the_store(tmp_path, uri, message):
+    from mlflow import MlflowClient
+
+    from pipeline.errors import InputError
+    from pipeline.loading import resolve_run
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")  # a real, empty store
+    with pytest.raises(InputError) as info:  # exit code 2 at the command line, one line
+        resolve_run(client, uri)
+    assert message in str(info.value) and "\n" not in str(info.value)

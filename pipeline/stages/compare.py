@@ -26,12 +26,12 @@ def compare(
 ) -> dict:
     """Collect every (dataset, model) result and write the report to `out_dir`."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict[str, dict]] = {}
     figures = []
     for dataset in params.datasets:
         results[dataset], figure = _dataset_results(params, dirs, dataset)
         figures.append(figure)
+    out_dir.mkdir(parents=True, exist_ok=True)  # only once every input is read: a missing one writes nothing
     _remove_stale_plots(params, dirs, progress)
     images = ["comparison.png", *report.plot_datasets(out_dir, figures, progress)]
     report.plot_comparison(out_dir / "comparison.png", results)
