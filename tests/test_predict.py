@@ -75,6 +75,14 @@ def test_a_binary_or_missing_file_is_refused(tmp_path):
         rows(csv=tmp_path / "none.csv")
 
 
+@pytest.fixture(scope="module")
+def empty_store(tmp_path_factory):
+    """A real MLflow store with nothing in it (created once: its tables take a second)."""
+    from mlflow import MlflowClient
+
+    return MlflowClient(f"sqlite:///{tmp_path_factory.mktemp('store') / 'mlflow.db'}")
+
+
 @pytest.mark.parametrize(
     "uri, message",
     [
@@ -87,13 +95,10 @@ def test_a_binary_or_missing_file_is_refused(tmp_path):
         ("garbage", "model URI 'garbage': expected models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID"),
     ],
 )
-def test_a_model_that_is_not_in_the_store_is_bad_input_naming_it_and_the_store(tmp_path, uri, message):
-    from mlflow import MlflowClient
-
+def test_a_model_that_is_not_in_the_store_is_bad_input_naming_it_and_the_store(empty_store, uri, message):
     from pipeline.errors import InputError
     from pipeline.loading import resolve_run
 
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")  # a real, empty store
     with pytest.raises(InputError) as info:  # exit code 2 at the command line, one line
-        resolve_run(client, uri)
+        resolve_run(empty_store, uri)
     assert message in str(info.value) and "\n" not in str(info.value)
