@@ -13,12 +13,9 @@ on several machines: `pipeline.shared_study`).
 
 from __future__ import annotations
 
-import signal
-import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -26,6 +23,7 @@ import optuna
 from optuna.trial import TrialState
 
 from pipeline import optuna_private, takeover
+from pipeline.interrupts import signals_deferred
 from pipeline.models import ModelSpec
 from pipeline.space import FloatSpace, IntSpace, SearchSpace, suggest, trial_params
 from pipeline.takeover import TrialTakenOver
@@ -172,8 +170,8 @@ def tune(study: optuna.Study, job: TuningJob, data: Tensors, hooks: Hooks | None
     hooks, announced = announcing(hooks or Hooks())
     try:
         for first in range(0, job.n_trials, job.batch):
-            trials = [study.ask() for _ in range(min(job.batch, job.n_trials - first))]
-            asked += trials
+            with signals_deferred():  # no signal inside a storage call (`pipeline.interrupts`)
+                asked += (trials := [study.ask() for _ in range(min(job.batch, job.n_trials - first))])
             for member, trained in run_batch(study, trials, job, data, hooks):
                 value = trained.history.final_val
                 if trained.state == "COMPLETE" and (best is None or value < best[0]):
@@ -219,27 +217,6 @@ def announcing(hooks: Hooks) -> tuple[Hooks, set[int]]:
         return attrs
 
     return replace(hooks, on_ask=announce), announced
-
-
-@contextmanager
-def signals_deferred() -> Iterator[None]:
-    """Ctrl-C and SIGTERM held back until the block ends, then raised again for their own handlers.
-    Their Python handlers are swapped, not the signals masked: a signal sent to the process reaches
-    whichever thread does not mask it, and Python runs the handlers in the main thread only (here
-    too: elsewhere this defers nothing)."""
-    hold = {signal.SIGINT, signal.SIGTERM}
-    if threading.current_thread() is not threading.main_thread() or None in map(signal.getsignal, hold):
-        yield  # (None: a handler set outside Python, which could not be put back)
-        return
-    caught: list[int] = []
-    held = {signum: signal.signal(signum, lambda signum, frame: caught.append(signum)) for signum in hold}
-    try:
-        yield
-    finally:
-        for signum, handler in held.items():
-            signal.signal(signum, handler)
-        for signum in dict.fromkeys(caught):
-            signal.raise_signal(signum)
 
 
 def interrupted(study: optuna.Study, trials: list[optuna.Trial], announced: set[int], hooks: Hooks) -> None:
@@ -298,11 +275,12 @@ def run_batch(
     A trial that retries a failed one (a worker died) trains from the failed trial's seed. `eager`
     gives each trial its `on_ask` attributes before training rather than as it ends: a worker that
     dies mid-batch leaves trials whose MLflow runs can then still be found (and ended)."""
-    numbers = retried_numbers(study, trials)
-    with takeover.writing(study, trials):  # the parameters: each a write into the trial
+    with signals_deferred(), takeover.writing(study, trials):  # the parameters: each a write into the trial
+        numbers = retried_numbers(study, trials)
         members = [suggest(trial, job.space, job.spec, job.seed + n) for trial, n in zip(trials, numbers, strict=True)]
     attrs = hooks.on_ask(trials) if hooks.on_ask else None
-    batch_run = _Batch(study, trials, hooks.on_trial, attrs)
+    with signals_deferred():
+        batch_run = _Batch(study, trials, hooks.on_trial, attrs)
     try:
         for trial in trials if eager else ():
             batch_run.attach(trial)
@@ -353,11 +331,12 @@ class _Batch:
 
     def done(self, member: int, trained: Trained) -> None:
         trial = self.trials[member]
-        if not takeover.still_running(self.study, trial):
-            raise TrialTakenOver(f"trial {trial.number} was retried by another worker")
-        self.attach(trial)
-        with takeover.writing(self.study, [trial]):
-            state = _tell(self.study, trial, trained, self.reported[member])
+        with signals_deferred():
+            if not takeover.still_running(self.study, trial):
+                raise TrialTakenOver(f"trial {trial.number} was retried by another worker")
+            self.attach(trial)
+            with takeover.writing(self.study, [trial]):
+                state = _tell(self.study, trial, trained, self.reported[member])
         if state == TrialState.FAIL:  # failed elsewhere after the check above (this worker paused in between)
             raise TrialTakenOver(f"trial {trial.number} was retried by another worker")
         self.told.add(member)
@@ -365,7 +344,7 @@ class _Batch:
             self.on_trial(TrialOutcome(trial.number, trial_params(trial), trained.history, trained.state))
 
     def attach(self, trial: optuna.Trial) -> None:
-        with takeover.writing(self.study, [trial]):
+        with signals_deferred(), takeover.writing(self.study, [trial]):
             for key, value in (self.attrs(trial.number) if self.attrs else {}).items():
                 if trial.user_attrs.get(key) != value:
                     trial.set_user_attr(key, value)

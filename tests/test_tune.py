@@ -204,3 +204,39 @@ def test_a_sigterm_while_trials_are_announced_waits_until_every_one_is(monkeypat
         signal.signal(signal.SIGTERM, previous)
     assert info.value.code == 128 + signal.SIGTERM  # delivered, once the announcement was whole
     assert opened == [0, 1, 2, 3] and announced == {0, 1, 2, 3}
+
+
+def test_a_sigterm_inside_a_storage_write_waits_for_it_then_fails_every_trial(product, tmp_path, monkeypatch):
+    # Landing inside a write, the signal left that SQLite connection holding its lock: telling the
+    # trials FAIL then hung (seen in CI and reproduced: `tune` stopped right after its batch was asked).
+    import os
+    import signal
+
+    import pipeline.tune as tuning
+
+    settings = StudySettings(3, pruner="none")
+    study = create_study("stopped", f"sqlite:///{tmp_path / 'o.db'}", settings)
+    space = SearchSpace(lr=FloatSpace(0.01, 0.05), epochs=IntSpace(3, 9))
+    written = []
+
+    def suggest(trial, *args):  # the first trial's parameters are written when the signal comes
+        if trial.number == 0:
+            os.kill(os.getpid(), signal.SIGTERM)
+        member = real_suggest(trial, *args)
+        written.append(trial.number)
+        return member
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    real_suggest = tuning.suggest
+    monkeypatch.setattr(tuning, "suggest", suggest)
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        with pytest.raises(SystemExit):
+            tune(study, TuningJob(ModelSpec("linear"), space, settings, batch=3), product)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert written == [0, 1, 2]  # the writes ran to their end; the signal came after them
+    assert [t.state for t in study.trials] == [TrialState.FAIL] * 3
+    assert all(t.params for t in study.trials)
