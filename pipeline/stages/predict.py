@@ -64,12 +64,10 @@ def _csv_rows(path: Path, names: list[str]) -> list[list[float]]:
         header = [part.strip() for part in first.split(",")]
         if problem := _names_problem(header, names):
             raise ConfigError(f"--csv {path} line {at}, the header: {problem} (the model takes {', '.join(names)})")
-        for n, line in lines:
-            if len(line.split(",")) != len(header):
-                raise ConfigError(
-                    f"--csv {path} line {n}: {len(line.split(','))} values under a header of {len(header)}"
-                )
-        lines = [(n, ",".join(f"{h}={v}" for h, v in zip(header, line.split(","), strict=True))) for n, line in lines]
+        split = [(n, line.split(",")) for n, line in lines]
+        if short := next(((n, len(values)) for n, values in split if len(values) != len(header)), None):
+            raise ConfigError(f"--csv {path} line {short[0]}: {short[1]} values under a header of {len(header)}")
+        lines = [(n, ",".join(f"{h}={v}" for h, v in zip(header, values, strict=True))) for n, values in split]
     if not lines:
         raise ConfigError(f"--csv {path}: no input rows")
     return [_row(line, names, f"--csv {path} line {n}") for n, line in lines]
