@@ -12,10 +12,11 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from pipeline import probe
+from pipeline import probe, user_yaml
 from pipeline.equations import FUNCTIONS, MAX_EXPONENT, RESERVED, EquationError, parse, shorthand
 from pipeline.equations import NAME as VARIABLE_NAME
 from pipeline.errors import InputError
@@ -143,6 +144,10 @@ class DatasetConfig(Strict):
             raise ValueError(f"give noise ({self.noise}) or noise_relative ({self.noise_relative}), not both")
         if self.variables is not None:
             _check_declared(self)
+        else:  # generate's first rows (pipeline.data draws the shorthand row by row, N(0, 1))
+            n_rows, equation = min(self.n_samples, probe.N_POINTS), parse(self.equation, self.n_features)
+            rows = np.random.default_rng(self.seed).standard_normal((n_rows, self.n_features))
+            probe.check_drawn(equation, rows, equation(rows), shorthand=True)
         return self
 
     @property
@@ -346,7 +351,7 @@ def load_params(path: str | Path) -> Params:
     """
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = user_yaml.load(path)
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
     except (OSError, yaml.YAMLError) as exc:

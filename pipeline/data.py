@@ -135,18 +135,10 @@ def generate(spec: DatasetSpec) -> Dataset:
     rng = np.random.default_rng(spec.seed)
     X = _draw(spec, rng)
     y = spec.equation(X)
-    _check_finite(spec, y, "training/validation")
-    if probe.constant(y):
-        raise DataError(
-            f"dataset {spec.name!r}: equation {spec.equation.text!r} is {y[0]:.6g} on every training/validation "
-            "input: a model has nothing to learn (and R² is undefined)"
-        )
-    # Declared ranges are checked at validate; the shorthand's N(0, 1) draws here, 16,384 of them at most.
-    if not spec.variables and (pole := probe.pole(spec.equation, X[: probe.N_POINTS])):
-        raise DataError(
-            f"dataset {spec.name!r}: {pole.describe('where the inputs are drawn, N(0, 1)')}: "
-            f"declare the variables with ranges that keep {pole.divisor} away from 0 (docs/equations.md)"
-        )
+    try:  # validation has checked the shorthand's first rows, and declared ranges whole
+        probe.check_drawn(spec.equation, X, y, shorthand=not spec.variables)
+    except ValueError as exc:
+        raise DataError(f"dataset {spec.name!r}: {exc}") from None
     noise = spec.noise if spec.noise_relative == 0 else spec.noise_relative * float(np.sqrt(np.mean(y**2)))
     y = y + noise * rng.standard_normal(spec.n_samples)
     X_ood = _draw_ood(spec, rng)
@@ -160,7 +152,9 @@ def generate(spec: DatasetSpec) -> Dataset:
 
 
 def _draw(spec: DatasetSpec, rng: np.random.Generator) -> np.ndarray:
-    if not spec.variables:  # the shorthand, drawn as version 1 drew it: its datasets keep their bytes
+    # The shorthand, drawn as version 1 drew it: its datasets keep their bytes. Row by row, so
+    # validation draws the same first rows (`pipeline.config`) and checks the equation on them.
+    if not spec.variables:
         return rng.standard_normal((spec.n_samples, spec.equation.n_features))
     return np.column_stack([variable.draw(rng, spec.n_samples) for variable in spec.variables])
 
@@ -188,15 +182,6 @@ def _defined(spec: DatasetSpec, X_ood: np.ndarray, y_ood: np.ndarray) -> tuple[n
             "inputs; choose other out-of-range intervals (each variable's `ood`)"
         )
     return X_ood[finite], y_ood[finite]
-
-
-def _check_finite(spec: DatasetSpec, y: np.ndarray, which: str) -> None:
-    bad = ~np.isfinite(y)
-    if bad.any():
-        raise DataError(
-            f"dataset {spec.name!r}: equation {spec.equation.text!r} gives {int(bad.sum())} "
-            f"non-finite values on the {which} inputs (e.g. log or sqrt of a negative number)"
-        )
 
 
 def save(dataset: Dataset, spec: DatasetSpec, data_path: Path, meta_path: Path) -> None:

@@ -9,8 +9,8 @@ probes each dataset's equation here, `stages.specs` leaves such terms out of the
 (and refuses those a user lists), and `pipeline.proposals` drops proposed terms that do not fit.
 
 An equation with a pole there (`1/r**2` with r from 0) is finite at every probe point yet unbounded:
-`pole` finds where a divisor reaches 0, and `pipeline.config` (the shorthand's: `pipeline.data`)
-refuses it.
+`pole` finds where a divisor reaches 0, and `pipeline.config` refuses it. The shorthand's inputs
+are N(0, 1), unbounded: it is checked on the rows `generate` draws (`check_drawn`).
 """
 
 from __future__ import annotations
@@ -66,6 +66,22 @@ def check_box(equation: Equation, ranges: Ranges) -> None:
     if (top := largest(y)) > FLOAT32_MAX:
         raise ValueError(f"the equation reaches {top:.3g} on the declared ranges, beyond float32's {FLOAT32_MAX:.3g} "
                          "(models train in float32): express y in a larger unit, or narrow the ranges")  # fmt: skip
+
+
+def check_drawn(equation: Equation, X: np.ndarray, y: np.ndarray, shorthand: bool) -> None:
+    """Raise ValueError unless `y`, the equation at the drawn inputs `X`, is finite and not one
+    number; for the shorthand (N(0, 1) inputs, unbounded: no box to probe) also unless it is free
+    of a pole among the first N_POINTS rows. `generate` checks every row it draws; validation, the
+    shorthand's first rows, drawn as `generate` draws them, before any stage runs."""
+    if (bad := ~np.isfinite(y)).any():
+        raise ValueError(f"equation {equation.text!r} gives {int(bad.sum())} non-finite values on the training/"
+                         "validation inputs (e.g. log or sqrt of a negative number)")  # fmt: skip
+    if constant(y):
+        raise ValueError(f"equation {equation.text!r} is {y[0]:.6g} on every training/validation input: a model "
+                         "has nothing to learn (and R² is undefined)")  # fmt: skip
+    if shorthand and (found := pole(equation, X[:N_POINTS])):
+        raise ValueError(f"{found.describe('where the inputs are drawn, N(0, 1)')}: declare the variables with "
+                         f"ranges that keep {found.divisor} away from 0 (docs/equations.md)")  # fmt: skip
 
 
 def unfit_terms(ranges: Ranges, terms: tuple[str, ...], inputs: tuple[str, ...]) -> dict[str, float]:

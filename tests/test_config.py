@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -87,6 +88,28 @@ def test_unreadable_files_are_reported(tmp_path):
     broken.write_text("datasets: [unclosed")
     with pytest.raises(ConfigError, match="cannot read YAML"):
         load_params(broken)
+
+
+def test_a_key_twice_in_a_mapping_is_refused_naming_it_and_its_lines(default_params_raw, tmp_path):
+    # A dataset copied and not renamed: PyYAML alone would keep the second and drop the first.
+    text = yaml.safe_dump(default_params_raw, sort_keys=False)
+    lines = text.splitlines()
+    first, second = lines.index("  linear:") + 1, lines.index("  product:") + 1
+    (tmp_path / "params.yaml").write_text(text.replace("  product:\n", "  linear:\n", 1))
+    message = f"the key 'linear' is twice in one mapping (lines {first} and {second})"
+    with pytest.raises(ConfigError, match=re.escape(f"{tmp_path / 'params.yaml'}: cannot read YAML: {message}")):
+        load_params(tmp_path / "params.yaml")
+    (tmp_path / "params.yaml").write_text(text.replace("dataset_defaults: {}", "dataset_defaults: {seed: 1, seed: 2}"))
+    with pytest.raises(ConfigError, match=r"the key 'seed' is twice in one mapping \(line 1\)"):
+        load_params(tmp_path / "params.yaml")
+    # The same name in different mappings (datasets, models, tuning) is fine, and so is a key that
+    # overrides one merged in from an anchor, as YAML intends.
+    raw = copy.deepcopy(default_params_raw)
+    raw["datasets"]["square"] = {"equation": "x0**2", "seed": 5}
+    merged = yaml.safe_dump(raw, sort_keys=False).replace("  linear:\n", "  linear: &base\n", 1)
+    (tmp_path / "params.yaml").write_text(merged.replace("  square:\n", "  square:\n    <<: *base\n", 1))
+    square = load_params(tmp_path / "params.yaml").datasets["square"]
+    assert (square.equation, square.n_features, square.seed, square.n_samples) == ("x0**2", 10, 5, 1000)
 
 
 def test_absolute_and_server_urls_are_kept(default_params_raw, tmp_path):

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from pipeline.config import ConfigError, validate_params
 from pipeline.data import DataError, DatasetSpec, file_md5, generate, load, save
 from pipeline.equations import parse
 
@@ -73,3 +74,17 @@ def test_a_constant_equation_is_refused_and_nothing_written(tmp_path, equation, 
     assert list(tmp_path.iterdir()) == []
     generate(spec(0, equation="1e-30*x0"))  # small, and not constant: kept
     generate(spec(0, equation="1 + 1e-6*x0"))
+
+
+@pytest.mark.parametrize("equation", ["log(x0)", "sqrt(x1 + 1)", "x0 - x0 + 3", "x0/(x1 - x1)"])
+def test_validation_refuses_the_shorthand_as_generate_would_on_the_same_rows(default_params_raw, equation):
+    # Validation runs before DVC removes any stage's outputs: it draws the rows generate will draw
+    # and says what generate would say, to the count of bad values.
+    with pytest.raises(DataError) as at_generate:
+        generate(spec(0, equation=equation))
+    said = str(at_generate.value).removeprefix("dataset 'product': ")
+    dataset = {"equation": equation, "n_features": 10, "n_samples": 1000, "seed": 0}
+    with pytest.raises(ConfigError) as at_validation:
+        validate_params(default_params_raw | {"datasets": {"product": dataset}})
+    assert f"datasets.product = {str(dataset)[:40]}" in str(at_validation.value)
+    assert str(at_validation.value).endswith(f": {said}")

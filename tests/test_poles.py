@@ -5,6 +5,7 @@ refused before any work, naming the divisor and a point next to the pole; a remo
 
 from __future__ import annotations
 
+import dataclasses
 import tracemalloc
 
 import numpy as np
@@ -79,11 +80,19 @@ def test_the_feynman_table_has_no_pole_on_its_ranges():
     assert len(validate_params(raw).datasets) == 100
 
 
-def test_the_shorthand_s_pole_is_refused_at_generate_and_nothing_written(default_params_raw, tmp_path):
-    raw = default_params_raw | {"datasets": {"ratio": {"equation": "x0/x1", "n_features": 2},
-                                             "sinc": {"equation": "sin(x0)/x0", "n_features": 1}}}  # fmt: skip
-    params = validate_params(raw)
-    spec = specs.dataset_spec(params, "ratio")
+def test_the_shorthand_s_pole_is_refused_at_validation_and_at_generate_and_nothing_written(
+    default_params_raw, tmp_path
+):
+    # At validation (before DVC removes any stage's outputs), on the rows generate will draw.
+    ratio = {"ratio": {"equation": "x0/x1", "n_features": 2}}
+    with pytest.raises(ConfigError) as info:
+        validate_params(default_params_raw | {"datasets": ratio})
+    assert "datasets.ratio = {'equation': 'x0/x1', 'n_features': 2}: the equation divides by x1, which reaches 0 " \
+           "where the inputs are drawn, N(0, 1)" in str(info.value)  # fmt: skip
+    assert "declare the variables with ranges that keep x1 away from 0" in str(info.value)
+    # And at generate, for a spec that did not come through validation.
+    params = validate_params(default_params_raw | {"datasets": {"sinc": {"equation": "sin(x0)/x0", "n_features": 1}}})
+    spec = dataclasses.replace(specs.dataset_spec(params, "sinc"), name="ratio", equation=parse("x0/x1", 2))
     with pytest.raises(data.DataError) as info:
         data.save(data.generate(spec), spec, tmp_path / "x.npz", tmp_path / "x.json")
     assert "dataset 'ratio': the equation divides by x1, which reaches 0 where the inputs are drawn, N(0, 1)" in str(
