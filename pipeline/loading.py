@@ -63,7 +63,7 @@ def _resolve_run(client: MlflowClient, uri: str) -> tuple[str, dict[str, str]]:
 def _registered_digests(client: MlflowClient, version: object, uri: str) -> dict[str, str]:
     """The version's digest tags; the run's where the version has none (promoted before the
     registry kept them). A run whose tags differ from the version's was rewritten: refused."""
-    recorded = {tag: version.tags[tag] for tag in model_files.DIGEST_TAGS.values() if tag in version.tags}
+    recorded = {tag: version.tags[tag] for tag in model_files.ALL_DIGEST_TAGS if tag in version.tags}
     run_tags = client.get_run(version.run_id).data.tags
     if not recorded:
         return run_tags
@@ -75,16 +75,31 @@ def _registered_digests(client: MlflowClient, version: object, uri: str) -> dict
     return recorded
 
 
-def load_model(uri: str, tracking_uri: str | None = None) -> nn.Module:
-    """The torch module logged at `uri`, rebuilt from its spec, its files checked (see module doc)."""
+def load_model(uri: str, tracking_uri: str | None = None, equation: bool = False) -> nn.Module:
+    """The torch module logged at `uri`, rebuilt from its spec, its files checked (see module doc);
+    with `equation`, a linear family's module holding the equation read back from it instead of
+    the network's weights (its `coefficients.json`, checked the same way)."""
     import mlflow
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri)
     run_id, tags = resolve_run(client, uri)
+    where = f"{uri} (run {run_id})"
+
+    def download(name: str, folder: str) -> None:
+        mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=name, dst_path=folder,
+                                            tracking_uri=client.tracking_uri)  # fmt: skip
+
     with tempfile.TemporaryDirectory() as tmp:
         for name in model_files.DIGEST_TAGS:
-            mlflow.artifacts.download_artifacts(
-                run_id=run_id, artifact_path=name, dst_path=tmp, tracking_uri=client.tracking_uri
-            )
-        return model_files.load(Path(tmp), tags, f"{uri} (run {run_id})")
+            download(name, tmp)
+        model = model_files.load(Path(tmp), tags, where)
+        if not equation:
+            return model
+        if not hasattr(model, "coefficients"):
+            raise InputError(f"--equation: {where} is an MLP; no equation is read back from an MLP")
+        if model_files.EQUATION_TAG not in tags:
+            raise InputError(f"--equation: {where} was logged without an {model_files.EQUATION_TAG} tag (before "
+                             "this version): its equation cannot be verified; rerun its tuning")  # fmt: skip
+        download(model_files.EQUATION, tmp)
+        return model_files.with_equation(Path(tmp), tags, where, model)

@@ -3,11 +3,14 @@
 - `spec.json`: what to build (family, feature terms, depth, width, the number of inputs) and how it
   was trained (its `TrainSettings`), plain JSON;
 - `model.pt`: its `state_dict`, tensors only, read back with `torch.load(weights_only=True)`;
-- `history.json` (optional): its per-epoch training and validation losses.
+- `history.json` (optional): its per-epoch training and validation losses;
+- `coefficients.json` (linear families): the coefficients of the equation read back from it
+  (`evaluation.readable` writes it), which `predict --equation` serves instead of the network.
 
 Reading trusts nothing in the folder: the module is rebuilt from `spec.json` (terms re-parsed by
 the safe equation parser), the weights are read without pickle, and both files must match the
-SHA-256 digests the caller recorded when the model was written (`digests`).
+SHA-256 digests the caller recorded when the model was written (`digests`); so must the
+equation's file when it is read (`with_equation`).
 """
 
 from __future__ import annotations
@@ -27,9 +30,11 @@ if TYPE_CHECKING:
     from pipeline.models import ModelSpec
     from pipeline.train import History, Member
 
-WEIGHTS, SPEC, HISTORY = "model.pt", "spec.json", "history.json"
+WEIGHTS, SPEC, HISTORY, EQUATION = "model.pt", "spec.json", "history.json", "coefficients.json"
 # The tags (of the MLflow run that logged the files) holding the SHA-256 each file must still have.
 DIGEST_TAGS = {WEIGHTS: "weights_sha256", SPEC: "spec_sha256"}
+EQUATION_TAG = "equation_sha256"  # only where the directory holds an equation (linear families)
+ALL_DIGEST_TAGS = (*DIGEST_TAGS.values(), EQUATION_TAG)
 
 
 class ModelIntegrityError(FaultError):
@@ -70,7 +75,10 @@ def sha256(path: Path) -> str:
 
 def digests(folder: Path) -> dict[str, str]:
     """The tags that vouch for a model directory's files: record them when logging it."""
-    return {tag: sha256(Path(folder) / name) for name, tag in DIGEST_TAGS.items()}
+    found = {tag: sha256(Path(folder) / name) for name, tag in DIGEST_TAGS.items()}
+    if (Path(folder) / EQUATION).exists():
+        found[EQUATION_TAG] = sha256(Path(folder) / EQUATION)
+    return found
 
 
 def load(folder: Path, expected: dict[str, str], where: str) -> nn.Module:
@@ -80,7 +88,8 @@ def load(folder: Path, expected: dict[str, str], where: str) -> nn.Module:
     from pipeline.equations import EquationError
     from pipeline.models import build_model
 
-    _check_digests(Path(folder), expected, where)
+    for name, tag in DIGEST_TAGS.items():
+        _check_digest(Path(folder) / name, expected.get(tag), tag, where)
     try:
         spec = json.loads((Path(folder) / SPEC).read_text())
         model = build_model(_model_spec(spec), int(spec["n_features"]))
@@ -90,16 +99,36 @@ def load(folder: Path, expected: dict[str, str], where: str) -> nn.Module:
     return model.eval()
 
 
-def _check_digests(folder: Path, expected: dict[str, str], where: str) -> None:
-    for name, tag in DIGEST_TAGS.items():
-        if tag not in expected:
-            raise ModelIntegrityError(f"{where}: the run has no {tag} tag, so {name} cannot be verified; refused")
-        actual = sha256(folder / name)
-        if actual != expected[tag]:
-            raise ModelIntegrityError(
-                f"{where}: {name} has SHA-256 {actual[:16]}..., not the {expected[tag][:16]}... recorded when it "
-                "was logged: the artifact was changed after logging; refused to load it"
-            )
+def with_equation(folder: Path, expected: dict[str, str], where: str, model: nn.Module) -> nn.Module:
+    """`model` (a linear family's, loaded by `load`) with the coefficients of the equation read back
+    from it, from `coefficients.json` once it matches its digest: every feature of the model named,
+    each a finite number."""
+    import math
+
+    _check_digest(Path(folder) / EQUATION, expected.get(EQUATION_TAG), EQUATION_TAG, where)
+    try:
+        table = json.loads((Path(folder) / EQUATION).read_text())
+    except ValueError as exc:
+        raise ModelIntegrityError(f"{where}: {EQUATION} is not JSON: {exc}") from None
+    names = set(model.coefficients())
+    values = table.values() if isinstance(table, dict) else [None]
+    finite = all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in values)
+    if not isinstance(table, dict) or set(table) != names or not finite:
+        raise ModelIntegrityError(f"{where}: {EQUATION} does not give a finite coefficient to each of the model's "
+                                  f"{len(names)} features")  # fmt: skip
+    model.set_coefficients(table)
+    return model
+
+
+def _check_digest(path: Path, expected: str | None, tag: str, where: str) -> None:
+    if expected is None:
+        raise ModelIntegrityError(f"{where}: the run has no {tag} tag, so {path.name} cannot be verified; refused")
+    actual = sha256(path)
+    if actual != expected:
+        raise ModelIntegrityError(
+            f"{where}: {path.name} has SHA-256 {actual[:16]}..., not the {expected[:16]}... recorded when it "
+            "was logged: the artifact was changed after logging; refused to load it"
+        )
 
 
 def _model_spec(spec: dict) -> ModelSpec:

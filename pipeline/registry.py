@@ -20,7 +20,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from pipeline.families import FAMILIES, best_family
-from pipeline.model_files import DIGEST_TAGS
+from pipeline.model_files import ALL_DIGEST_TAGS, DIGEST_TAGS
 
 CHAMPION = "champion"
 
@@ -69,7 +69,7 @@ def _same_files(client: MlflowClient, run_id: str, other_run_id: str) -> bool:
 
 def _run_digests(client: MlflowClient, run_id: str) -> dict[str, str]:
     tags = client.get_run(run_id).data.tags
-    return {tag: tags[tag] for tag in DIGEST_TAGS.values() if tag in tags}
+    return {tag: tags[tag] for tag in ALL_DIGEST_TAGS if tag in tags}
 
 
 @dataclass(frozen=True)

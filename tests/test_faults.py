@@ -294,6 +294,26 @@ def test_a_champion_loads_back_without_pickle(champion):
     assert float(np.mean((predict(model, X_val) - y_val) ** 2)) == pytest.approx(metrics["val_mse"], rel=1e-6)
 
 
+def test_a_champion_predicts_with_its_equation_checked_like_its_weights(champion):
+    root, client, parent = champion
+    X = np.load(root / "data" / "product.npz")["X_val"][:3]
+    rows = [f"--row={','.join(repr(float(v)) for v in x)}" for x in X]
+    champion_uri = ["--model", "models:/equations-product@champion"]
+    printed = sh(root, "python", "-m", "pipeline", "predict", *champion_uri, "--equation", *rows)
+    # The equation read back (its file in the stage's outputs), evaluated here in float64.
+    table = json.loads((root / "out" / "models" / "product-linear" / "coefficients.json").read_text())
+    expected = X @ np.array([table[f"x{i}"] for i in range(10)]) + table["1"]
+    assert [float(line) for line in printed.split()] == pytest.approx(expected.tolist(), rel=1e-5)
+    network = sh(root, "python", "-m", "pipeline", "predict", *champion_uri, *rows)
+    assert network != printed  # the network's own weights are not the sparse equation's
+    # The equation's file changed in the artifact store: refused like the weights, nothing printed.
+    planted = Path(parent.info.artifact_uri.removeprefix("file://")) / "coefficients.json"
+    planted.write_text(json.dumps(table | {"x0": 1000.0}))
+    refused = run(root, "python", "-m", "pipeline", "predict", *champion_uri, "--equation", *rows)
+    assert refused.returncode == 1 and refused.stdout == "" and refused.stderr.count("\n") == 1, refused.stderr
+    assert "coefficients.json has SHA-256" in refused.stderr and "refused to load it" in refused.stderr
+
+
 def test_a_tampered_champion_is_refused_and_its_payload_never_runs(champion, tmp_path):
     import pipeline
     from pipeline.model_files import ModelIntegrityError, digests, load

@@ -99,6 +99,14 @@ def test_mlflow_and_predict_speak_the_declared_names(table):
     assert abs(float(by_name.split()[-1]) - 3 / (4 * math.pi * 1.5 * 4)) < 5 * rms
     refused = sh_fails(table, "python", "-m", "pipeline", "predict", "--model", uri, "--row", "1,2")
     assert "the model takes 4 inputs: q1, q2, epsilon, r (in this order, or as name=value); got 2 values" in refused
+    # The equation read back, exact: Coulomb's law itself, to float32's precision.
+    law = sh(table, "python", "-m", "pipeline", "predict", "--model", uri, "--equation", "--row", "1,3,1.5,2")
+    assert float(law.split()[-1]) == pytest.approx(3 / (4 * math.pi * 1.5 * 4), rel=1e-5)
+    (mlp,) = client.search_runs([experiment.experiment_id], "tags.dataset = 'I_12_2' and tags.model = 'mlp' "
+                                "and tags.role = 'parent'")  # fmt: skip
+    refused = sh_fails(table, "python", "-m", "pipeline", "predict", "--model", f"runs:/{mlp.info.run_id}",
+                       "--equation", "--row", "1,3,1.5,2")  # fmt: skip
+    assert f"--equation: runs:/{mlp.info.run_id} (run {mlp.info.run_id}) is an MLP" in refused
 
 
 def sh_fails(root, *args: str) -> str:

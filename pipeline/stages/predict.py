@@ -3,7 +3,9 @@
 The model's files are checked against the SHA-256 recorded when it was logged and its weights
 read with `weights_only=True` (`pipeline.loading`); one prediction is printed per input row. Rows
 give the model's inputs in order (`--row=1,2,3`) or by name (`--row G=1,m1=2,m2=3,r=2`); a CSV
-file may start with a header that names them.
+file may start with a header that names them. With `--equation`, a linear-family model predicts
+with the equation read back from it (its `coefficients.json`, checked the same way), not with the
+network's own weights.
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="inputs comma-separated, in order (--row=-1,2,...) or by name (--row G=1,r=2,...); repeatable",
     )  # fmt: skip
     parser.add_argument("--csv", type=Path, help="file of input rows, comma-separated; a header line names them")
+    parser.add_argument(
+        "--equation", action="store_true",
+        help="predict with the equation read back from a linear-family model, not with the network's weights",
+    )  # fmt: skip
 
 
 def main(args: argparse.Namespace, params: Params) -> None:
@@ -35,7 +41,7 @@ def main(args: argparse.Namespace, params: Params) -> None:
 
     if not args.row and args.csv is None:
         raise ConfigError("predict: give input rows with --row (values in order, or name=value) or --csv FILE")
-    model = load_model(args.model, params.tracking.mlflow_tracking_uri())
+    model = load_model(args.model, params.tracking.mlflow_tracking_uri(), equation=args.equation)
     names = list(model.variables)
     X = np.array(_rows(args, names), dtype=np.float64)
     for value in predict(model, X):
