@@ -259,21 +259,37 @@ def test_store_faults_are_one_line_naming_the_store(tmp_path, default_params_raw
         assert result.stderr.startswith(f"error: MLflow tracking store {uri}: ") and reason in result.stderr
 
 
-@pytest.fixture
-def champion(tmp_path, default_params_raw, monkeypatch):
-    """A tuned linear model on `product`, registered as `equations-product@champion`."""
+@pytest.fixture(scope="module")
+def promoted(tmp_path_factory, default_params_raw):
+    """A tuned linear model on `product`, registered as `equations-product@champion`; tuned once
+    for the tests that use it (a tuning costs about 20 s), which get it through `champion`."""
     from pipeline import registry
 
-    root = folder(tmp_path / "w", shrink(default_params_raw, datasets=("product",)))
+    root = folder(tmp_path_factory.mktemp("champion") / "w", shrink(default_params_raw, datasets=("product",)))
     sh(root, *tune_cmd("out", "linear"))
     client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
     parent = next(r for r in all_runs(root) if r.data.tags.get("role") == "parent")
-    # Registering sets MLflow's tracking URI, which also exports MLFLOW_TRACKING_URI: monkeypatch
+    # Registering sets MLflow's tracking URI, which also exports MLFLOW_TRACKING_URI: the patch
     # takes it back afterwards, so later tests do not write to this store.
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", client.tracking_uri)
-    candidate = registry.Candidate(parent.info.run_id, f"runs:/{parent.info.run_id}/product-linear", 1.0)
-    registry.promote(client, "equations-product", candidate)
-    return root, client, parent
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", client.tracking_uri)
+        candidate = registry.Candidate(parent.info.run_id, f"runs:/{parent.info.run_id}/product-linear", 1.0)
+        registry.promote(client, "equations-product", candidate)
+        yield root, client, parent
+
+
+@pytest.fixture
+def champion(promoted):
+    """The promoted champion, its artifacts as they were logged: the tests plant files in the
+    artifact store, and each one's plants are taken out after it."""
+    artifacts = Path(promoted[2].info.artifact_uri.removeprefix("file://"))
+    logged = {path: path.read_bytes() for path in artifacts.rglob("*") if path.is_file()}
+    yield promoted
+    for path in artifacts.rglob("*"):
+        if path.is_file() and path not in logged:
+            path.unlink()
+    for path, content in logged.items():
+        path.write_bytes(content)
 
 
 def test_a_champion_loads_back_without_pickle(champion):
