@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import pickle  # only for its exception: weights_only=True refuses anything but tensors
 from dataclasses import asdict
 from pathlib import Path
@@ -103,21 +104,21 @@ def with_equation(folder: Path, expected: dict[str, str], where: str, model: nn.
     """`model` (a linear family's, loaded by `load`) with the coefficients of the equation read back
     from it, from `coefficients.json` once it matches its digest: every feature of the model named,
     each a finite number."""
-    import math
-
     _check_digest(Path(folder) / EQUATION, expected.get(EQUATION_TAG), EQUATION_TAG, where)
     try:
         table = json.loads((Path(folder) / EQUATION).read_text())
     except ValueError as exc:
         raise ModelIntegrityError(f"{where}: {EQUATION} is not JSON: {exc}") from None
     names = set(model.coefficients())
-    values = table.values() if isinstance(table, dict) else [None]
-    finite = all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in values)
-    if not isinstance(table, dict) or set(table) != names or not finite:
+    if not (isinstance(table, dict) and set(table) == names and all(map(_finite_number, table.values()))):
         raise ModelIntegrityError(f"{where}: {EQUATION} does not give a finite coefficient to each of the model's "
                                   f"{len(names)} features")  # fmt: skip
     model.set_coefficients(table)
     return model
+
+
+def _finite_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _check_digest(path: Path, expected: str | None, tag: str, where: str) -> None:

@@ -102,3 +102,37 @@ def test_a_model_that_is_not_in_the_store_is_bad_input_naming_it_and_the_store(e
     with pytest.raises(InputError) as info:  # exit code 2 at the command line, one line
         resolve_run(empty_store, uri)
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        '{"x0": 2.0, "x1": -3.0}',  # the constant missing
+        '{"x0": 2.0, "x1": -3.0, "1": 1.0, "x9": 0.5}',  # a feature the model does not have
+        '{"x0": NaN, "x1": -3.0, "1": 1.0}',
+        '{"x0": true, "x1": -3.0, "1": 1.0}',
+        "[2.0, -3.0, 1.0]",
+        "{not json",
+    ],
+)
+def test_an_equation_file_that_matches_its_digest_but_not_the_model_is_refused(tmp_path, content):
+    # The digest vouches for the bytes, not for what they say: a file logged wrong is refused too.
+    from pipeline.model_files import EQUATION, EQUATION_TAG, ModelIntegrityError, sha256, with_equation
+    from pipeline.models import ModelSpec, build_model
+
+    model = build_model(ModelSpec("linear"), 2)
+    (tmp_path / EQUATION).write_text(content)
+    with pytest.raises(ModelIntegrityError, match=f"there: {EQUATION} (is not JSON|does not give a finite coeff)"):
+        with_equation(tmp_path, {EQUATION_TAG: sha256(tmp_path / EQUATION)}, "there", model)
+
+
+def test_an_equation_file_replaces_every_weight_of_the_model(tmp_path):
+    import torch
+
+    from pipeline.model_files import EQUATION, EQUATION_TAG, sha256, with_equation
+    from pipeline.models import ModelSpec, build_model
+
+    (tmp_path / EQUATION).write_text('{"x0": 2.0, "x1": -3.0, "1": 1.0}')
+    model = with_equation(tmp_path, {EQUATION_TAG: sha256(tmp_path / EQUATION)}, "there",
+                          build_model(ModelSpec("linear"), 2))  # fmt: skip
+    assert model(torch.tensor([[1.0, 2.0], [0.5, 0.0]])).tolist() == [-3.0, 2.0]
