@@ -174,25 +174,44 @@ def end_stale_runs(study: optuna.Study, tracking_uri: str, parent_id: str) -> in
 
     client, ended = MlflowClient(tracking_uri), 0
     running = _running_children(client, parent_id)  # one search, not one read per trial
-    for trial in study.get_trials(deepcopy=False):
-        run_id = trial.user_attrs.get("mlflow_run_id")
-        alive = trial.state in (TrialState.RUNNING, TrialState.WAITING)  # its worker may still end it
-        if run_id not in running or trial.user_attrs.get("surplus") or alive:
+    for run_id, held in _holders(study, running).items():
+        if any(t.state == TrialState.RUNNING for t in held):  # its worker is alive and ends it
             continue
-        if trial.state == TrialState.FAIL:
+        done = next((t for t in held if t.state in (TrialState.COMPLETE, TrialState.PRUNED)), None)
+        if done is None:  # failed, and retried (or its retry never ran: the count was reached)
             client.set_tag(run_id, "ended_by", "its worker stopped beating: the trial failed and was retried")
             client.set_terminated(run_id, "KILLED")
         else:
-            _complete_from_study(client, run_id, trial)
+            _complete_from_study(client, run_id, done)
         ended += 1
     return ended
 
 
-def _running_children(client: MlflowClient, parent_id: str) -> set[str]:
-    """The ids of the parent run's nested runs that are RUNNING."""
+def _holders(study: optuna.Study, running: dict[str, int]) -> dict[str, list[optuna.trial.FrozenTrial]]:
+    """For each RUNNING run, the trials it records: those naming it (a failed trial and its retry
+    share one), or, when none does, the failed trial its `trial` tag names: its worker opened the
+    run and stopped (killed, or paused past the grace) before naming it on the trial."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    holders: dict[str, list[optuna.trial.FrozenTrial]] = {}
+    for trial in trials:
+        run_id = trial.user_attrs.get("mlflow_run_id")
+        if run_id in running and not trial.user_attrs.get("surplus"):
+            holders.setdefault(run_id, []).append(trial)
+    failed = {t.number: t for t in trials if t.state == TrialState.FAIL}
+    for run_id, number in running.items():
+        if run_id not in holders and number in failed:
+            holders[run_id] = [failed[number]]
+    return holders
+
+
+def _running_children(client: MlflowClient, parent_id: str) -> dict[str, int]:
+    """The parent run's nested runs that are RUNNING: run id -> the trial number it was opened for."""
     experiment_id = client.get_run(parent_id).info.experiment_id
     query = f"tags.{MLFLOW_PARENT_RUN_ID} = '{parent_id}' and attributes.status = 'RUNNING'"
-    return {run.info.run_id for run in every_run(client, experiment_id, query)}
+    runs = every_run(client, experiment_id, query)
+    return {run.info.run_id: int(run.data.tags.get("trial", -1)) for run in runs}
 
 
 def _complete_from_study(client: MlflowClient, run_id: str, trial: optuna.trial.FrozenTrial) -> None:
@@ -288,6 +307,7 @@ def work(parent_id: str, tracking_uri: str, storage_url: str, progress: Progress
     except TrialTakenOver as exc:  # this worker was away too long: the study went on without it
         progress(f"[{run.name}] {exc} while this worker was away (paused or cut off): it stops here")
         best = exc.best  # its earlier trials stand: the best of them may be the study's best
+        trials.end_unnamed()
     except shared_study.StudyAbandoned as exc:
         progress(f"[{run.name}] {exc}: this worker stops")
         return len(trials.done)
@@ -335,6 +355,20 @@ class _WorkerTrials:
         # Which worker trains each trial, on the trial too (optuna-dashboard shows its attributes).
         owner = liveness.owner()
         return lambda number: {"mlflow_run_id": self.runs[number]} | owner
+
+    def end_unnamed(self) -> None:
+        """End KILLED the runs this worker opened for trials failed elsewhere before it named the run
+        on them (it was away between the two): no retry takes such a run over, no trial leads to it."""
+        from optuna.trial import TrialState
+
+        trials = {t.number: t for t in self.study.get_trials(deepcopy=False)}
+        for number, run_id in self.runs.items():
+            trial = trials.get(number)
+            if trial is None or trial.state != TrialState.FAIL or trial.user_attrs.get("mlflow_run_id") == run_id:
+                continue
+            self.client.set_tag(run_id, "ended_by", "its worker was away: the trial was failed and retried")
+            self.client.set_terminated(run_id, "KILLED")
+            self.progress(f"[{self.run.name}] trial {number}'s run ended KILLED (the trial was retried)")
 
     def on_trial(self, outcome: TrialOutcome) -> None:
         records.record_trial(self.run.target, self.runs[outcome.number], outcome)

@@ -43,6 +43,66 @@ def test_a_run_left_running_by_a_worker_that_died_after_its_trial_is_completed_f
     assert end_stale_runs(study, tracking, parent) == 0  # nothing twice
 
 
+def _stores(tmp_path):
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking)
+    experiment = client.create_experiment("equations", artifact_location=(tmp_path / "mlruns").as_uri())
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    return tracking, client, experiment, study, client.create_run(experiment).info.run_id
+
+
+def test_runs_no_trial_names_and_runs_a_failed_trial_shares_with_its_retry_are_ended_by_what_they_record(tmp_path):
+    """A worker opens a batch's runs, then names each on its trial: one stopped (killed, or paused
+    past the grace) in between leaves runs no trial names. CI met it once (a paused worker). They
+    are found by their `trial` tag. A failed trial and its retry share one run: KILLED when the
+    retry never ran, left to the retry's worker while it runs."""
+    tracking, client, experiment, study, parent = _stores(tmp_path)
+    distributions = {"lr": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)}
+    runs = {}
+    for case in ("unnamed-failed", "unnamed-running", "retry-waiting", "retry-running"):
+        trial = study.ask(distributions)
+        tags = {"mlflow.parentRunId": parent, "trial": str(trial.number)}
+        runs[case] = client.create_run(experiment, tags=tags).info.run_id
+        if case.startswith("retry"):  # failed; its retry (as RetryFailedTrialCallback makes it) holds its attributes
+            trial.set_user_attr("mlflow_run_id", runs[case])
+        if case != "unnamed-running":
+            study.tell(trial, state=TrialState.FAIL)
+        if case.startswith("retry"):
+            attrs = {"user_attrs": {"mlflow_run_id": runs[case]}, "system_attrs": {"failed_trial": trial.number}}
+            retry = optuna.trial.create_trial(state=TrialState.WAITING, params=trial.params,
+                                              distributions=distributions, **attrs)  # fmt: skip
+            study.add_trial(retry)
+            if case == "retry-running":
+                assert study.ask().number == study.trials[-1].number  # a worker took it: it runs now
+    assert end_stale_runs(study, tracking, parent) == 2
+    status = {case: client.get_run(run_id).info.status for case, run_id in runs.items()}
+    assert status == {"unnamed-failed": "KILLED", "unnamed-running": "RUNNING", "retry-waiting": "KILLED",
+                      "retry-running": "RUNNING"}  # fmt: skip
+    assert "stopped beating" in client.get_run(runs["unnamed-failed"]).data.tags["ended_by"]
+    assert end_stale_runs(study, tracking, parent) == 0
+
+
+def test_a_worker_taken_over_ends_the_runs_it_opened_but_never_named_on_their_trials(tmp_path):
+    from pipeline.data import DatasetRef
+    from pipeline.records import FamilyRun
+    from pipeline.tracking import Target
+    from pipeline.workers import _WorkerTrials
+
+    tracking, client, experiment, study, parent = _stores(tmp_path)
+    said: list[str] = []
+    target = Target(tracking, "equations", {"dataset": "p", "model": "linear"})
+    trials = _WorkerTrials(client, study, FamilyRun(target, parent, DatasetRef("p", "0" * 32, "p.npz")), said.append)
+    asked = [study.ask() for _ in range(3)]
+    attrs = trials.on_ask(asked)  # three runs opened
+    asked[0].set_user_attr("mlflow_run_id", attrs(asked[0].number)["mlflow_run_id"])  # named; then paused
+    for trial in asked[:2]:  # failed elsewhere meanwhile; the third is still this worker's
+        study.tell(trial, state=TrialState.FAIL)
+    trials.end_unnamed()
+    status = [client.get_run(trials.runs[t.number]).info.status for t in asked]
+    assert status == ["RUNNING", "KILLED", "RUNNING"]  # the named one is its retry's to take over
+    assert said == ["[p/linear] trial 1's run ended KILLED (the trial was retried)"]
+
+
 @pytest.mark.parametrize("when", ["before-its-tell", "before-an-attribute", "before-training", "before-its-parameters"])
 def test_a_worker_whose_trial_was_failed_elsewhere_stops_as_taken_over(tmp_path, monkeypatch, when):
     """A worker paused past the heartbeat grace at any point of its batch, resumed after another
