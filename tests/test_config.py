@@ -147,12 +147,14 @@ def test_cli_refuses_bad_params_before_writing_anything(default_params_raw, tmp_
     assert not data.exists()
 
 
-def test_the_flow_command_refuses_bad_params_before_prefect_starts(default_params_raw, tmp_path):
+def test_the_flow_command_refuses_bad_params_before_prefect_starts(default_params_raw, tmp_path, capsys):
+    from flows.experiment import main  # `python -m flows.experiment`, in this process: no server (conftest)
+
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(_with(default_params_raw, "training.device", "tpu")))
-    result = subprocess.run([sys.executable, "-m", "flows.experiment", "--repo", str(tmp_path), "--no-push"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert result.returncode == 2, result.stderr
-    assert result.stderr.splitlines() == [
+    with pytest.raises(SystemExit) as exit:
+        main(["--repo", str(tmp_path), "--no-push"])
+    assert exit.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [
         f"error: {tmp_path / 'params.yaml'}: invalid parameters",
         "  training.device = 'tpu': String should match pattern '^(cpu|cuda(:\\d+)?|mps)$'",
     ]

@@ -1,4 +1,5 @@
-"""Prefect flows under prefect_test_harness: retries, and the whole experiment run twice."""
+"""Prefect flows under prefect_test_harness (a server, so the tests that run a flow are slow): retries, bad
+parameters, and the whole experiment run twice."""
 
 from __future__ import annotations
 
@@ -9,13 +10,16 @@ import yaml
 from conftest import lock_md5, make_repo, sh, shrink, stored
 from mlflow import MlflowClient
 from prefect import flow, task
-from prefect.testing.utilities import prefect_test_harness
 
 from flows.experiment import RETRIES, compare_task, experiment, generate_task, promote_task, tune_task, version_task
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture(scope="module")
 def harness():
+    """A Prefect server for the module's flow runs: the tests that run a flow are slow for it (a
+    server's start costs seconds; the fast tests start none, nor import the server's code)."""
+    from prefect.testing.utilities import prefect_test_harness
+
     with prefect_test_harness(server_startup_timeout=120):
         yield
 
@@ -26,7 +30,8 @@ def test_every_task_that_touches_storage_retries():
         assert each.retry_delay_seconds == RETRIES["retry_delay_seconds"]
 
 
-def test_task_failing_twice_then_succeeding_completes():
+@pytest.mark.slow
+def test_task_failing_twice_then_succeeding_completes(harness):
     attempts = []
 
     @task(**(RETRIES | {"retry_delay_seconds": 0}))
@@ -46,7 +51,7 @@ def test_task_failing_twice_then_succeeding_completes():
 
 
 @pytest.fixture(scope="module")
-def twice(tmp_path_factory, default_params_raw):
+def twice(harness, tmp_path_factory, default_params_raw):
     """The experiment flow run twice on the same params in a fresh repo."""
     root = make_repo(tmp_path_factory.mktemp("flow") / "repo", shrink(default_params_raw))
     states = [experiment(repo=str(root), max_concurrency=2, return_state=True) for _ in range(2)]
@@ -98,7 +103,8 @@ def test_same_params_twice_make_no_second_version(twice):
     )
 
 
-def test_bad_flow_parameters_are_refused_before_any_work(tmp_path):
+@pytest.mark.slow
+def test_bad_flow_parameters_are_refused_before_any_work(harness, tmp_path):
     from prefect.exceptions import ParameterTypeError
 
     with pytest.raises(ParameterTypeError, match="max_concurrency"):
@@ -106,7 +112,8 @@ def test_bad_flow_parameters_are_refused_before_any_work(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_bad_params_file_fails_the_run_naming_the_key(tmp_path, default_params_raw):
+@pytest.mark.slow
+def test_a_bad_params_file_fails_the_run_naming_the_key(harness, tmp_path, default_params_raw):
     from pipeline.config import ConfigError
 
     broken = shrink(default_params_raw)

@@ -9,8 +9,8 @@ from pipeline.tracking import Tracker
 
 
 @pytest.fixture
-def tracker(tmp_path) -> Tracker:
-    return Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "unit", tags={"dataset": "d"})
+def tracker(mlflow_uri) -> Tracker:
+    return Tracker(mlflow_uri, "unit", tags={"dataset": "d"})
 
 
 def test_run_ends_failed_when_its_body_raises(tracker):

@@ -11,8 +11,8 @@ from optuna.trial import TrialState
 from pipeline.workers import end_stale_runs
 
 
-def test_a_run_left_running_by_a_worker_that_died_after_its_trial_is_completed_from_the_study(tmp_path):
-    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def test_a_run_left_running_by_a_worker_that_died_after_its_trial_is_completed_from_the_study(tmp_path, mlflow_uri):
+    tracking = mlflow_uri
     client = MlflowClient(tracking)
     experiment = client.create_experiment("equations", artifact_location=(tmp_path / "mlruns").as_uri())
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'optuna.db'}")
@@ -43,20 +43,19 @@ def test_a_run_left_running_by_a_worker_that_died_after_its_trial_is_completed_f
     assert end_stale_runs(study, tracking, parent) == 0  # nothing twice
 
 
-def _stores(tmp_path):
-    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def _stores(tmp_path, tracking):
     client = MlflowClient(tracking)
     experiment = client.create_experiment("equations", artifact_location=(tmp_path / "mlruns").as_uri())
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     return tracking, client, experiment, study, client.create_run(experiment).info.run_id
 
 
-def test_runs_no_trial_names_and_runs_a_failed_trial_shares_with_its_retry_are_ended_by_what_they_record(tmp_path):
+def test_runs_no_trial_names_and_runs_shared_with_a_retry_are_ended_by_what_they_record(tmp_path, mlflow_uri):
     """A worker opens a batch's runs, then names each on its trial: one stopped (killed, or paused
     past the grace) in between leaves runs no trial names. CI met it once (a paused worker). They
     are found by their `trial` tag. A failed trial and its retry share one run: KILLED when the
     retry never ran, left to the retry's worker while it runs."""
-    tracking, client, experiment, study, parent = _stores(tmp_path)
+    tracking, client, experiment, study, parent = _stores(tmp_path, mlflow_uri)
     distributions = {"lr": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)}
     runs = {}
     for case in ("unnamed-failed", "unnamed-running", "retry-waiting", "retry-running"):
@@ -82,13 +81,13 @@ def test_runs_no_trial_names_and_runs_a_failed_trial_shares_with_its_retry_are_e
     assert end_stale_runs(study, tracking, parent) == 0
 
 
-def test_a_worker_taken_over_ends_the_runs_it_opened_but_never_named_on_their_trials(tmp_path):
+def test_a_worker_taken_over_ends_the_runs_it_opened_but_never_named_on_their_trials(tmp_path, mlflow_uri):
     from pipeline.data import DatasetRef
     from pipeline.records import FamilyRun
     from pipeline.tracking import Target
     from pipeline.workers import _WorkerTrials
 
-    tracking, client, experiment, study, parent = _stores(tmp_path)
+    tracking, client, experiment, study, parent = _stores(tmp_path, mlflow_uri)
     said: list[str] = []
     target = Target(tracking, "equations", {"dataset": "p", "model": "linear"})
     trials = _WorkerTrials(client, study, FamilyRun(target, parent, DatasetRef("p", "0" * 32, "p.npz")), said.append)
