@@ -15,7 +15,7 @@ weights read back as an equation (linear families) and are what gets saved and l
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -154,6 +154,23 @@ def init_layers(
     return layers
 
 
+@dataclass(frozen=True)
+class Layers:
+    """A stack's layers for one epoch of training steps: weights (K, in, out), biases (K, 1, out),
+    and the views of them each step would otherwise make again. A step of a small stack is bound by
+    the number of tensor calls, not by arithmetic (a view costs a few microseconds, as a small
+    product does), so an epoch of 50 steps makes these once rather than 50 times."""
+
+    weights: list[torch.Tensor]
+    biases: list[torch.Tensor]
+    transposed: list[torch.Tensor] = field(init=False)  # (K, out, in)
+    out_bias: torch.Tensor = field(init=False)  # (K, 1): the one-unit output layer's bias
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "transposed", [weight.transpose(1, 2) for weight in self.weights])
+        object.__setattr__(self, "out_bias", self.biases[-1].squeeze(-1))
+
+
 class Stack:
     """K members of one family as one model: every parameter of member k lives in row k of `flat`.
 
@@ -225,13 +242,15 @@ class Stack:
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return features(logged(x, self.variables, self.log_inputs), self.terms, self.variables)
 
+    def layers(self, flat: torch.Tensor) -> Layers:
+        """The layers of `flat` as the training step reads them (views, valid while `flat` is)."""
+        return Layers(*self.layer_views(flat))
+
     @staticmethod
-    def forward(
-        weights: list[torch.Tensor], biases: list[torch.Tensor], x: torch.Tensor, inputs: list | None = None
-    ) -> torch.Tensor:
+    def forward(layers: Layers, x: torch.Tensor, inputs: list | None = None) -> torch.Tensor:
         """x (K, B, in) of features -> predictions (K, B). `inputs` collects each layer's input for `backward`."""
         hidden = x
-        for weight, bias in zip(weights[:-1], biases[:-1], strict=True):
+        for weight, bias in zip(layers.weights[:-1], layers.biases[:-1], strict=True):
             if inputs is not None:
                 inputs.append(hidden)
             hidden = torch.baddbmm(bias, hidden, weight).relu_()
@@ -239,28 +258,27 @@ class Stack:
             inputs.append(hidden)
         # The output layer has one unit: a dot product per row, which beats a batch of K one-column
         # matrix products from about K = 10 on (up to 4x on the backward pass).
-        return torch.linalg.vecdot(hidden, weights[-1].transpose(1, 2)) + biases[-1].squeeze(-1)
+        return torch.linalg.vecdot(hidden, layers.transposed[-1]) + layers.out_bias
 
     @staticmethod
-    def backward(
-        weights: list[torch.Tensor], inputs: list[torch.Tensor], d_prediction: torch.Tensor, grad: torch.Tensor
-    ) -> None:
+    def backward(layers: Layers, inputs: list[torch.Tensor], d_prediction: torch.Tensor, grad: torch.Tensor) -> None:
         """Write into `grad` (K, P, laid out as `flat`) the gradient of sum(d_prediction * prediction).
 
         Written out rather than left to autograd: the graph of a few tiny products costs more to
         record and walk than the products themselves (about half of a step alone).
         """
         delta = d_prediction.unsqueeze(-1)  # (K, B, out) gradient at the current layer's output
-        # The one-unit output layer by broadcasting, as in `forward`.
-        pieces = [delta.sum(1, keepdim=True), (inputs[-1] * delta).sum(1)]  # bias, weight gradients, last first
-        if len(weights) > 1:
-            delta = (delta * weights[-1].transpose(1, 2)).mul_(inputs[-1].sign())  # ReLU'(h) is sign(h), h >= 0
-        for layer in range(len(weights) - 2, -1, -1):
-            pieces += [delta.sum(1, keepdim=True), torch.bmm(inputs[layer].transpose(1, 2), delta)]
+        # The one-unit output layer by broadcasting, as in `forward`. Pieces are (K, size) each.
+        pieces = [delta.sum(1), (inputs[-1] * delta).sum(1)]  # bias, weight gradients, last first
+        if len(layers.weights) > 1:
+            delta = (delta * layers.transposed[-1]).mul_(inputs[-1].sign())  # ReLU'(h) is sign(h), h >= 0
+        for layer in range(len(layers.weights) - 2, -1, -1):
+            weight_grad = torch.bmm(inputs[layer].transpose(1, 2), delta)
+            pieces += [delta.sum(1), weight_grad.view(weight_grad.shape[0], -1)]
             if layer:  # back through the weights, then through the ReLU whose output was the input here
-                delta = torch.bmm(delta, weights[layer].transpose(1, 2))
+                delta = torch.bmm(delta, layers.transposed[layer])
                 delta.mul_(inputs[layer].sign())
-        torch.cat([piece.flatten(1) for piece in reversed(pieces)], dim=1, out=grad)
+        torch.cat(pieces[::-1], dim=1, out=grad)
 
     def keep(self, rows: list[int]) -> None:
         """Drop every member not in `rows` (finished, pruned or diverged): less work per step."""

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import nn
-from torch.optim.adamw import adamw
 
+from pipeline import torch_private
 from pipeline.errors import InputError
 from pipeline.models import Affine, ModelSpec, Stack
 
@@ -324,25 +324,9 @@ class _Optimizer:
             return
         # PyTorch's fused AdamW kernel takes one learning rate, so it moves a zeroed scratch tensor
         # by minus each member's Adam direction, which the members' own learning rates then scale:
-        # three passes over the parameters instead of eight. (It counts `steps` itself.)
+        # three passes over the parameters instead of eight. (`adam_direction` counts `steps`.)
         scratch = self.scratch.zero_()
-        beta1, beta2 = ADAM_BETAS
-        adamw(
-            [scratch],
-            [grad],
-            [self.exp_avg],
-            [self.exp_avg_sq],
-            [],
-            [self.steps],
-            fused=True,
-            lr=1.0,
-            beta1=beta1,
-            beta2=beta2,
-            weight_decay=0.0,
-            eps=ADAM_EPS,
-            amsgrad=False,
-            maximize=False,
-        )
+        torch_private.adam_direction(scratch, grad, (self.exp_avg, self.exp_avg_sq), self.steps, ADAM_BETAS, ADAM_EPS)
         flat.addcmul_(scratch, lr)
 
 
@@ -358,25 +342,24 @@ def _train_epoch(
 ) -> torch.Tensor:
     """One epoch for every member, on its rows in its own order (`x_epoch` (K, n, in), `y_epoch`
     (K, n)); returns each member's sum of squared training errors."""
-    n = y_epoch.shape[1]
     errors = torch.empty_like(y_epoch)
-    weights, biases = stack.layer_views(stack.flat)
+    layers = stack.layers(stack.flat)
     grad = torch.empty_like(stack.flat)
     lr = optimizer.epoch_lr(epoch)
-    for start in range(0, n, batch_size):
-        end = min(start + batch_size, n)
+    # The epoch's batches as views, made at once: slicing three tensors at every step costs more.
+    batches = zip(x_epoch.split(batch_size, 1), y_epoch.split(batch_size, 1), errors.split(batch_size, 1), strict=True)
+    for x_batch, y_batch, error in batches:
         inputs: list[torch.Tensor] = []
-        prediction = Stack.forward(weights, biases, x_epoch[:, start:end], inputs)
-        error = torch.sub(prediction, y_epoch[:, start:end], out=errors[:, start:end])
+        prediction = Stack.forward(layers, x_batch, inputs)
+        torch.sub(prediction, y_batch, out=error)
         # The batch MSE's gradient with respect to the predictions.
-        Stack.backward(weights, inputs, error * (2 / (end - start)), grad)
+        Stack.backward(layers, inputs, error * (2 / error.shape[1]), grad)
         optimizer.step(stack, grad, lr)
     return (errors * errors).sum(1)
 
 
 def _val_mse(stack: Stack, val_x: torch.Tensor, val_y: torch.Tensor) -> torch.Tensor:
-    weights, biases = stack.layer_views(stack.flat)
-    prediction = Stack.forward(weights, biases, val_x.expand(len(stack), -1, -1))
+    prediction = Stack.forward(stack.layers(stack.flat), val_x.expand(len(stack), -1, -1))
     return ((prediction - val_y) ** 2).mean(1)
 
 

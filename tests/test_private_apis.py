@@ -57,5 +57,22 @@ def test_prefect_is_a_pinned_version_and_has_the_private_names_we_use():
     assert "self._limiter" in source and "self._runs_task_group" in source
 
 
-def test_torch_is_the_pinned_version():
+def test_torch_is_the_pinned_version_and_its_fused_adamw_step_moves_parameters_as_the_public_one():
     assert Version(version("torch").split("+")[0]) in pinned("torch")
+    import torch
+    from torch.optim.adamw import adamw
+
+    from pipeline.torch_private import adam_direction
+
+    generator = torch.Generator().manual_seed(0)
+    grads = [torch.randn(3, 50, generator=generator) for _ in range(4)]
+    ours = [torch.zeros(3, 50), torch.zeros(3, 50), torch.zeros(3, 50), torch.zeros(())]
+    public = [tensor.clone() for tensor in ours]
+    for grad in grads:  # four steps: the bias corrections depend on the step count
+        ours[0].zero_(), public[0].zero_()
+        adam_direction(ours[0], grad, (ours[1], ours[2]), ours[3], (0.9, 0.999), 1e-8)
+        scratch, exp_avg, exp_avg_sq, steps = public
+        adamw([scratch], [grad], [exp_avg], [exp_avg_sq], [], [steps], fused=True, lr=1.0,
+              beta1=0.9, beta2=0.999, weight_decay=0.0, eps=1e-8, amsgrad=False, maximize=False)  # fmt: skip
+        assert all(torch.equal(a, b) for a, b in zip(ours, public, strict=True))
+    assert float(ours[3]) == 4.0 and ours[0].abs().min() > 0  # moved: a direction, not zeros

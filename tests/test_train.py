@@ -214,8 +214,7 @@ def test_padding_leaves_a_narrow_shallow_member_exactly_itself():
     specs = [ModelSpec("mlp", depth=1, width=8), ModelSpec("mlp", depth=3, width=32)]
     stack = Stack(specs, 4, [torch.Generator().manual_seed(s) for s in (0, 1)])
     x = torch.randn(1, 50, 4)
-    weights, biases = stack.layer_views(stack.flat[:1])
-    padded = Stack.forward(weights, biases, x)[0]
+    padded = Stack.forward(stack.layers(stack.flat[:1]), x)[0]
     with torch.no_grad():
         own = stack.export(0)(x[0])
     torch.testing.assert_close(padded, own)
@@ -233,11 +232,11 @@ def test_the_written_out_backward_equals_autograd(depths, widths):
     stack = Stack(specs, 3, [torch.Generator().manual_seed(s) for s in range(2)])
     x, d_prediction = stack.features(torch.randn(2, 7, 3)), torch.randn(2, 7)
     grad, inputs = torch.empty_like(stack.flat), []
-    weights, biases = stack.layer_views(stack.flat)
-    Stack.forward(weights, biases, x, inputs)
-    Stack.backward(weights, inputs, d_prediction, grad)
+    layers = stack.layers(stack.flat)
+    Stack.forward(layers, x, inputs)
+    Stack.backward(layers, inputs, d_prediction, grad)
     flat = stack.flat.clone().requires_grad_(True)
-    (Stack.forward(*stack.layer_views(flat), x) * d_prediction).sum().backward()
+    (Stack.forward(stack.layers(flat), x) * d_prediction).sum().backward()
     torch.testing.assert_close(grad, flat.grad)
 
 
