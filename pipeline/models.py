@@ -15,7 +15,7 @@ weights read back as an equation (linear families) and are what gets saved and l
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -163,12 +163,12 @@ class Layers:
 
     weights: list[torch.Tensor]
     biases: list[torch.Tensor]
-    transposed: list[torch.Tensor] = field(init=False)  # (K, out, in)
-    out_bias: torch.Tensor = field(init=False)  # (K, 1): the one-unit output layer's bias
+    transposed: list[torch.Tensor]  # (K, out, in)
+    out_bias: torch.Tensor  # (K, 1): the one-unit output layer's bias
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "transposed", [weight.transpose(1, 2) for weight in self.weights])
-        object.__setattr__(self, "out_bias", self.biases[-1].squeeze(-1))
+    @classmethod
+    def of(cls, weights: list[torch.Tensor], biases: list[torch.Tensor]) -> Layers:
+        return cls(weights, biases, [weight.transpose(1, 2) for weight in weights], biases[-1].squeeze(-1))
 
 
 class Stack:
@@ -244,7 +244,7 @@ class Stack:
 
     def layers(self, flat: torch.Tensor) -> Layers:
         """The layers of `flat` as the training step reads them (views, valid while `flat` is)."""
-        return Layers(*self.layer_views(flat))
+        return Layers.of(*self.layer_views(flat))
 
     @staticmethod
     def forward(layers: Layers, x: torch.Tensor, inputs: list | None = None) -> torch.Tensor:
