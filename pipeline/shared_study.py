@@ -74,7 +74,7 @@ def _work(study: optuna.Study, job: TuningJob, data: Tensors, hooks: Hooks, mine
             continue
         try:
             with _Heartbeat(study, asked):
-                results = run_batch(study, asked, job, data, hooks, eager=True)
+                results = run_batch(study, asked, job, data, hooks, shared=True)
         except TrialTakenOver as exc:
             exc.best = best  # the trials this worker completed before still count
             raise

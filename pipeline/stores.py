@@ -6,6 +6,11 @@
   of a SQLite store happens under a file lock beside it (`<file>.lock`); later uses find the
   schema there and only wait for the lock, milliseconds. Server databases (PostgreSQL) and HTTP
   tracking servers need no lock: their own transactions serialise schema creation.
+- **Write-ahead log.** A SQLite store is switched to WAL mode on first use (`journaled`; the mode
+  is kept in the file): a commit then appends to `<file>-wal` instead of writing and deleting a
+  rollback journal, and readers (the MLflow UI, optuna-dashboard) no longer block the stages'
+  writers. A tuning commits a few hundred times per dataset; measured on 13 Feynman equations,
+  the flow took 5-8 % less wall and CPU time (docs/performance.md).
 - **Clear errors.** A missing folder, an unwritable file, a schema written by a newer MLflow or
   Optuna: `StoreError`, one line naming the URL and what is wrong, instead of a driver traceback.
 """
@@ -65,6 +70,7 @@ def first_use(url: str, what: str) -> Iterator[None]:
         try:
             with FileLock(f"{path}.lock", timeout=LOCK_TIMEOUT_S):
                 yield
+                journaled(path)
         except Timeout:
             raise StoreError(
                 f"{what} {redact(url)}: {path}.lock held by another process for {LOCK_TIMEOUT_S} s"
@@ -73,6 +79,22 @@ def first_use(url: str, what: str) -> Iterator[None]:
         raise
     except Exception as exc:  # the drivers' errors: sqlalchemy, alembic, MlflowException, RuntimeError
         raise StoreError(f"{what} {redact(url)}: {describe(exc)}") from exc
+
+
+def journaled(path: Path) -> None:
+    """Put the SQLite file at `path` in write-ahead-log mode, if it is not already. Only where
+    SQLite allows it (not on a read-only file, nor on filesystems without shared memory, where the
+    store keeps its rollback journal): the mode makes commits cheaper, it changes no record."""
+    import sqlite3
+
+    if not path.is_file():
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S)) as db:
+            if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                db.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.Error:
+        pass
 
 
 # Database drivers SQLAlchemy imports for a URL, and the extra of pyproject.toml that installs each.

@@ -186,7 +186,7 @@ def tune(study: optuna.Study, job: TuningJob, data: Tensors, hooks: Hooks | None
 
 def _result(study: optuna.Study, best: tuple[float, Member, Trained], seconds: float) -> TuneResult:
     value, member, trained = best
-    states = [t.state for t in study.trials]
+    states = [t.state for t in study.get_trials(deepcopy=False)]  # `study.trials` copies every curve
     return TuneResult(
         best_params=trial_params(study.best_trial),
         best_value=value,
@@ -268,21 +268,23 @@ def tell_fail(study: optuna.Study, trial: optuna.Trial, attempts: int = 5) -> No
 
 
 def run_batch(
-    study: optuna.Study, trials: list[optuna.Trial], job: TuningJob, data: Tensors, hooks: Hooks, eager: bool = False
+    study: optuna.Study, trials: list[optuna.Trial], job: TuningJob, data: Tensors, hooks: Hooks, shared: bool = False
 ) -> list[tuple[Member, Trained]]:
     """Train asked trials as one stack, telling each as it ends; none is left RUNNING on an error.
 
-    A trial that retries a failed one (a worker died) trains from the failed trial's seed. `eager`
-    gives each trial its `on_ask` attributes before training rather than as it ends: a worker that
-    dies mid-batch leaves trials whose MLflow runs can then still be found (and ended)."""
+    A trial that retries a failed one (a worker died) trains from the failed trial's seed. A
+    `shared` study (workers) gives each trial its `on_ask` attributes before training rather than
+    as it ends (a worker that dies mid-batch leaves trials whose MLflow runs can then still be found
+    and ended), and reads each trial's state before telling it (another worker may have taken it
+    over meanwhile); a study of this process alone needs neither."""
     with signals_deferred(), takeover.writing(study, trials):  # the parameters: each a write into the trial
         numbers = retried_numbers(study, trials)
         members = [suggest(trial, job.space, job.spec, job.seed + n) for trial, n in zip(trials, numbers, strict=True)]
     attrs = hooks.on_ask(trials) if hooks.on_ask else None
     with signals_deferred():
-        batch_run = _Batch(study, trials, hooks.on_trial, attrs)
+        batch_run = _Batch(study, trials, hooks.on_trial, attrs, shared)
     try:
-        for trial in trials if eager else ():
+        for trial in trials if shared else ():
             batch_run.attach(trial)
         results = fit(members, data, batch_run.stop, batch_run.done)
     except BaseException:  # an error, Ctrl-C or SIGTERM: no trial of the batch is left RUNNING
@@ -314,8 +316,10 @@ class _Batch:
         trials: list[optuna.Trial],
         on_trial: TrialCallback | None,
         attrs: Callable[[int], dict] | None = None,
+        shared: bool = False,
     ) -> None:
         self.study, self.trials, self.on_trial, self.attrs = study, trials, on_trial, attrs
+        self.shared = shared  # other processes write into the study: a trial may be taken over
         self.shadow = optuna.create_study(direction="minimize", pruner=study.pruner)
         self.shadow.add_trials(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
         self.shadow_trials = [self.shadow.ask() for _ in trials]
@@ -332,7 +336,9 @@ class _Batch:
     def done(self, member: int, trained: Trained) -> None:
         trial = self.trials[member]
         with signals_deferred():
-            if not takeover.still_running(self.study, trial):
+            # A fresh read of the trial (with its attributes) costs a few ms, 1 % of a tuning's CPU:
+            # only where another process may have failed it.
+            if self.shared and not takeover.still_running(self.study, trial):
                 raise TrialTakenOver(f"trial {trial.number} was retried by another worker")
             self.attach(trial)
             with takeover.writing(self.study, [trial]):

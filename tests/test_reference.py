@@ -95,6 +95,40 @@ def test_sparse_refit_keeps_the_true_terms_of_a_noisy_sparse_equation():
     assert sparse.val_mse < 1.1 * floor
 
 
+def test_thresholded_fits_each_kept_set_once_and_finds_what_refitting_every_time_finds(monkeypatch):
+    from pipeline import sparse
+
+    rng = np.random.default_rng(3)
+    X = rng.uniform(1, 5, (400, 4))
+    A = np.column_stack([X, X**2, X**0.5, np.log(X), np.ones(400)])  # collinear, as the libraries are
+    y = 2 * X[:, 0] - 0.5 * X[:, 1] ** 2 + 3 + rng.normal(0, 0.01, 400)
+    scale = np.where(np.arange(A.shape[1]) == A.shape[1] - 1, 1.0, A.std(axis=0))
+    sizes = np.abs(np.linalg.lstsq(A, y, rcond=None)[0]) * scale
+
+    def every_time() -> tuple[list[np.ndarray], int]:  # STLSQ as written before the cache
+        candidates, fits = [], 0
+        for threshold in sparse._path(sizes):
+            kept = sizes >= threshold
+            weights, fits = sparse.fit(A, y, kept), fits + 1
+            for _ in range(sparse.STLSQ_ROUNDS):
+                still = kept & (np.abs(weights) * scale >= threshold)
+                if (still == kept).all():
+                    break
+                kept = still
+                weights, fits = sparse.fit(A, y, kept), fits + 1
+            candidates.append(weights)
+        return candidates, fits
+
+    expected, refits = every_time()
+    seen: list[bytes] = []
+    fit = sparse.fit
+    monkeypatch.setattr(sparse, "fit", lambda A, y, kept: seen.append(kept.tobytes()) or fit(A, y, kept))
+    candidates = sparse.thresholded(A, y, scale, sizes)
+    assert len(candidates) == len(expected) == sparse.PATH_POINTS + 2
+    assert all(np.array_equal(a, b) for a, b in zip(candidates, expected, strict=True))  # bit for bit
+    assert len(seen) == len(set(seen)) < refits  # each kept set fitted once, and some came back
+
+
 def test_recovery_scores_and_what_to_change():
     truth = {"x0*x1*x3": 1.0, "x2": -1.0}
     table = {"x0": 0.0, "x2": -0.98, "x0*x1": 0.4, "1": 0.0}
