@@ -7,6 +7,7 @@ back through MlflowClient and Optuna's API.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
@@ -100,9 +101,6 @@ def wait_for(check, timeout: float, what: str):
     raise TimeoutError(f"gave up after {timeout:.0f} s waiting for {what}")
 
 
-STORES = ("mlflow.db", "optuna.db")
-
-
 def test_four_tunings_at_once_on_fresh_stores_all_succeed(tmp_path, default_params_raw):
     root = folder(tmp_path / "w", shrink(default_params_raw, datasets=("product",)))
     assert not (root / "mlflow.db").exists() and not (root / "optuna.db").exists()
@@ -118,8 +116,9 @@ def test_four_tunings_at_once_on_fresh_stores_all_succeed(tmp_path, default_para
     assert len(studies) == 12
     assert all([t.state for t in s.trials] == [TrialState.COMPLETE] * 2 for s in studies.values())
     # Made in write-ahead-log mode, under the lock, by whichever process came first (`stores.journaled`).
-    modes = [sqlite3.connect(root / store).execute("PRAGMA journal_mode").fetchone()[0] for store in STORES]
-    assert modes == ["wal", "wal"]
+    for store in ("mlflow.db", "optuna.db"):
+        with contextlib.closing(sqlite3.connect(root / store)) as db:
+            assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal", store
 
 
 def test_two_dvc_stages_at_once_on_fresh_stores_both_succeed(tmp_path, default_params_raw):
