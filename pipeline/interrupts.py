@@ -1,6 +1,6 @@
 """Ctrl-C and SIGTERM held back while a block runs that must not be cut in two.
 
-A tuning stopped by a signal tells its running trials FAIL before it exits (`pipeline.tune`). That
+A tuning stopped by a signal tells its running trials FAIL before it exits (`pipeline.trials`). That
 needs the study's storage in a usable state: a signal that lands inside a call into it (SQLAlchemy's
 Python code, mid-transaction) leaves that connection holding SQLite's lock, kept alive by the
 exception's traceback, and telling the trials FAIL then waits on it forever, or gives up and leaves

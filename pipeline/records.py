@@ -2,8 +2,9 @@
 
 Each function here is a job submitted to the `Recorder` (`pipeline.recorder`), run in order in one
 process: open the parent runs and the trials' nested runs, tag and close them, fill a trial's run
-when it ends, and, for the best model, score it, write the stage outputs and complete its parent
-run (`record_best`). Workers on other machines call `open_run` and `record_trial` themselves.
+when it ends, write each batch of trials into its Optuna study, and, for the best model, score it,
+write the stage outputs and complete its parent run (`record_best`). Workers on other machines
+call `open_run` and `record_trial` themselves.
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ from pipeline.tracking import LoggedModel, curve_points
 
 if TYPE_CHECKING:
     import optuna
+    from optuna.trial import FrozenTrial
 
     from pipeline.data import Dataset, DatasetSpec
     from pipeline.outputs import TuneOutputs
     from pipeline.tracking import Target
-    from pipeline.tune import TrialOutcome, TuneResult
+    from pipeline.trials import TrialOutcome
+    from pipeline.tune import TuneResult
 
 
 @dataclass(frozen=True)
@@ -60,18 +63,27 @@ def open_run(target: Target, name: str, tags: dict[str, str], parent_id: str | N
 
 TRIAL_CURVE_POINTS = 100  # per curve of a trial's nested run
 
-# Trial runs this recorder process opened, by (parent run, trial number): `record_trial` jobs name
-# their run so, and the one worker process runs jobs in order, so the run is always there.
+# Trial runs this recorder process opened, by (parent run, trial number): `record_trial` and
+# `store_trials` jobs name their run so, and the one worker process runs jobs in order, so the run
+# is always there.
 _OPENED: dict[tuple[str, int], str] = {}
 
 
-def open_trial_run(run: FamilyRun, number: int, storage_url: str, trial_id: int) -> str:
-    """A trial's nested run, its id recorded on the Optuna trial (`mlflow_run_id`, for
-    optuna-dashboard)."""
+def open_trial_run(run: FamilyRun, number: int) -> str:
+    """A trial's nested run, opened as the trial is asked."""
     run_id = open_run(run.target, f"{run.name}/trial-{number}", {"trial": str(number)}, run.parent_id, run.source)
-    optuna_private.record_user_attrs(_storage(storage_url), trial_id, {"mlflow_run_id": run_id})
     _OPENED[(run.parent_id, number)] = run_id
     return run_id
+
+
+def store_trials(run: FamilyRun, storage_url: str, study_name: str, trials: list[FrozenTrial]) -> None:
+    """A batch of finished trials into their study in the Optuna storage (`tune.tune`), each with
+    its nested run's id as the user attribute `mlflow_run_id` (optuna-dashboard shows it)."""
+    storage = _storage(storage_url)
+    for trial in trials:
+        if (run_id := _OPENED.pop((run.parent_id, trial.number), None)) is not None:
+            trial.user_attrs = trial.user_attrs | {"mlflow_run_id": run_id}
+    optuna_private.store_trials(storage, storage.get_study_id_from_name(study_name), trials)
 
 
 @functools.cache
@@ -91,7 +103,7 @@ def close_run(target: Target, run_id: str, status: str) -> None:
 def record_trial(target: Target, run: str | tuple[str, int], outcome: TrialOutcome) -> None:
     """Fill a trial's nested run (its id, or (parent run, trial number) of a run `open_trial_run`
     opened in this process): its params, final val_mse if it completed, per-epoch curves; end it."""
-    run_id = _OPENED.pop(run) if isinstance(run, tuple) else run
+    run_id = _OPENED[run] if isinstance(run, tuple) else run
     value = outcome.history.val_loss[-1] if outcome.history.val_loss else float("nan")
     # A diverged trial failed; an interrupted one (Ctrl-C, SIGTERM) was killed.
     status = {"DIVERGED": "FAILED", "FAIL": "KILLED"}.get(outcome.state, "FINISHED")

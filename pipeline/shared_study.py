@@ -20,7 +20,8 @@ from optuna.trial import TrialState
 from pipeline import optuna_private
 from pipeline.takeover import TrialTakenOver
 from pipeline.train import Member, Tensors, Trained
-from pipeline.tune import Hooks, TuningJob, announcing, interrupted, run_batch
+from pipeline.trials import Hooks, announcing, interrupted, run_batch
+from pipeline.tune import TuningJob
 
 Best = tuple[int, Member, Trained]  # (trial number, member, what became of it)
 

@@ -22,10 +22,12 @@ from pipeline.tracking import Target, commit_tags, source_tags
 
 if TYPE_CHECKING:
     import optuna
+    from optuna.trial import FrozenTrial
 
     from pipeline.data import Dataset, DatasetRef, DatasetSpec
     from pipeline.outputs import TuneOutputs
-    from pipeline.tune import Hooks, TrialOutcome, TuneResult, TuningJob
+    from pipeline.trials import Hooks, TrialOutcome
+    from pipeline.tune import TuneResult, TuningJob
 
 Progress = Callable[[str], None]
 
@@ -127,9 +129,10 @@ class _Session:
 
         data = self.dataset
         tensors = Tensors.from_arrays(data.X_train, data.y_train, data.X_val, data.y_val, job.device, job.standardize)
-        result = tune(study, job, tensors, self._hooks(run, job.n_trials))
-        # Every trial was told by this process. (Not so with workers: one may still be ending a
-        # trial, and if it dies there, the next cleanup must still look at this study.)
+        result = tune(study, job, tensors, self._hooks(run, study.study_name, job.n_trials))
+        # Every trial is over, and the recorder has it to write: none of them will be RUNNING in
+        # the storage. (Not so with workers: one may still be ending a trial, and if it dies
+        # there, the next cleanup must still look at this study.)
         study_storage.mark_ended(study)
         return result
 
@@ -142,20 +145,18 @@ class _Session:
         best = Best(result, self.dataset, self.plan.data_spec, self.plan.facts.get(family, {}))
         return self.recorder.submit(records.record_best, run, best, self.plan.outputs[family])
 
-    def _hooks(self, run: FamilyRun, n_trials: int) -> Hooks:
-        """Each trial's nested MLflow run is opened by the recorder as soon as the trial is asked (its
-        id becomes the trial's user attribute `mlflow_run_id`, for optuna-dashboard), and filled and
-        ended when the trial is over."""
-        from pipeline import optuna_private
-        from pipeline.tune import Hooks
+    def _hooks(self, run: FamilyRun, study_name: str, n_trials: int) -> Hooks:
+        """Each trial's nested MLflow run is opened by the recorder as soon as the trial is asked, and
+        filled and ended when the trial is over; each batch of trials goes into the Optuna study
+        through the recorder too, with its run's id as the trial's user attribute `mlflow_run_id`
+        (for optuna-dashboard). Training waits for none of it."""
+        from pipeline.trials import Hooks
 
         best = {"value": float("inf"), "done": 0}
 
         def on_ask(asked: list[optuna.Trial]) -> None:
             for trial in asked:
-                job = (records.open_trial_run, run, trial.number, self.where.optuna_url, optuna_private.trial_id(trial))
-                self.pending.append(self.recorder.submit(*job))
-            # The recorder gives each trial its run id (`open_trial_run`): no waiting here.
+                self.pending.append(self.recorder.submit(records.open_trial_run, run, trial.number))
 
         def on_trial(outcome: TrialOutcome) -> None:
             value = outcome.history.val_loss[-1] if outcome.history.val_loss else float("nan")
@@ -170,4 +171,8 @@ class _Session:
                 f"val_mse={value:.4g} after {len(outcome.history.val_loss)} epochs; best {best['value']:.4g}"
             )
 
-        return Hooks(on_trial=on_trial, on_ask=on_ask)
+        def on_batch(trials: list[FrozenTrial]) -> None:
+            job = (records.store_trials, run, self.where.optuna_url, study_name, trials)
+            self.pending.append(self.recorder.submit(*job))
+
+        return Hooks(on_trial=on_trial, on_ask=on_ask, on_batch=on_batch)

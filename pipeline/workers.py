@@ -37,7 +37,8 @@ if TYPE_CHECKING:
 
     from pipeline.stores import Stores
     from pipeline.train import History, Member
-    from pipeline.tune import Hooks, TrialOutcome, TuneResult, TuningJob
+    from pipeline.trials import Hooks, TrialOutcome
+    from pipeline.tune import TuneResult, TuningJob
 
 JOB, DATA = "worker/job.json", "worker/data.npz"
 Progress = Callable[[str], None]
@@ -327,7 +328,7 @@ class _WorkerTrials:
         self.done: list[int] = []
 
     def hooks(self) -> Hooks:
-        from pipeline.tune import Hooks
+        from pipeline.trials import Hooks
 
         return Hooks(on_trial=self.on_trial, on_ask=self.on_ask, stop=self.stage_gone)
 
@@ -337,7 +338,7 @@ class _WorkerTrials:
         return None if status == "RUNNING" else f"the stage's parent run {self.run.parent_id} ended {status}"
 
     def on_ask(self, asked: list[optuna.Trial]) -> Callable[[int], dict]:
-        from pipeline.tune import retried_numbers
+        from pipeline.trials import retried_numbers
 
         name, parent_id = self.run.name, self.run.parent_id
         for trial, original in zip(asked, retried_numbers(self.study, asked), strict=True):

@@ -1,4 +1,4 @@
-"""The throughput benchmark, run small: same trials both ways, same losses, numbers that add up."""
+"""The benchmarks, run small: same trials both ways, same losses, numbers that add up."""
 
 from __future__ import annotations
 
@@ -36,6 +36,27 @@ def test_throughput_benchmark_trains_the_same_trials_both_ways(tmp_path, default
         assert abs(row["ratio"] - row["batched"] / row["one_at_a_time"]) < 0.01 * row["ratio"] + 0.01
         # Stacked or alone, each trial reaches the same validation loss (float32 sums in another order).
         assert row["largest_relative_difference"] < 1e-3, family
+        assert f"{family:8}" in result.stdout
+
+
+def test_study_in_memory_benchmark_stores_the_same_trials_both_ways(tmp_path, default_params_raw):
+    small = shrink(default_params_raw)
+    for tuning in small["tuning"].values():
+        tuning["n_trials"], tuning["trials_per_batch"] = 6, 3
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(small))
+    out = tmp_path / "in_memory.json"
+    result = benchmark("study_in_memory.py", "--params", str(tmp_path / "params.yaml"), "--repeats", "2",
+                       "--families", "linear", "cross", "--json", str(out))  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    numbers = json.loads(out.read_text())
+    assert set(numbers) == {"linear", "cross"}
+    for family, row in numbers.items():
+        assert row["same_trials"] is True, family  # the script compares every stored trial
+        assert row["n_trials"] == 6 and row["trials_per_batch"] == 3
+        assert len(row["seconds"]["storage"]) == len(row["seconds"]["in_memory"]) == 2
+        assert abs(row["ratio"] - row["storage"] / row["in_memory"]) < 0.01 * row["ratio"] + 0.01
+        saved = 1000 * (row["storage"] - row["in_memory"]) / 6
+        assert abs(row["saved_ms_per_trial"] - saved) < 0.2
         assert f"{family:8}" in result.stdout
 
 

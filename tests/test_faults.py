@@ -92,6 +92,19 @@ def running_trials(root: Path) -> int:
         return 0
 
 
+def open_trial_runs(root: Path, model: str) -> int:
+    """The model's trials whose MLflow runs are open (RUNNING): a batch asked and training. (The
+    Optuna study of a one-process tuning holds a batch only once it is over.)"""
+    query = """SELECT COUNT(*) FROM runs r WHERE r.status = 'RUNNING'
+               AND EXISTS (SELECT 1 FROM tags t WHERE t.run_uuid = r.run_uuid AND t.key = 'trial')
+               AND EXISTS (SELECT 1 FROM tags t WHERE t.run_uuid = r.run_uuid AND t.key = 'model' AND t.value = ?)"""
+    try:
+        with sqlite3.connect(f"file:{root / 'mlflow.db'}?mode=ro", uri=True, timeout=30) as db:
+            return db.execute(query, (model,)).fetchone()[0]
+    except sqlite3.OperationalError:  # not created yet
+        return 0
+
+
 def wait_for(check, timeout: float, what: str):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -152,6 +165,10 @@ def test_two_tunings_of_one_pair_a_second_apart_keep_their_own_studies(tmp_path,
         assert parent.info.status == "FINISHED" and parent.data.tags["optuna_study"] == study.study_name
         children = [r for r in runs.values() if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
         assert sorted(int(r.data.tags["trial"]) for r in children) == [0, 1, 2, 3]
+        # Each Optuna trial names its nested run (optuna-dashboard shows the id), and that run is its own.
+        by_trial = {int(r.data.tags["trial"]): r for r in children}
+        assert [t.user_attrs["mlflow_run_id"] for t in study.trials] == [by_trial[n].info.run_id for n in range(4)]
+        assert [by_trial[t.number].data.metrics["val_mse"] for t in study.trials] == [t.value for t in study.trials]
         values.append(study.best_value)
     assert values[0] == values[1]  # same params, same result: nothing of one leaked into the other
     metrics = [json.loads((root / out / "metrics" / "product-mlp.json").read_text()) for out in ("a", "b")]
@@ -161,28 +178,30 @@ def test_two_tunings_of_one_pair_a_second_apart_keep_their_own_studies(tmp_path,
 def test_sigkill_then_the_next_run_leaves_nothing_running(tmp_path, default_params_raw):
     root = folder(tmp_path / "w", slow_mlp(default_params_raw))
     victim = start(root, tune_cmd("a", "mlp"))
-    wait_for(lambda: running_trials(root) == 4, 120, "the batch of 4 trials to be RUNNING")
+    wait_for(lambda: open_trial_runs(root, "mlp") == 4, 120, "the batch of 4 trials to be training")
     victim.send_signal(signal.SIGKILL)
     assert finish(victim)[0] == -signal.SIGKILL
     time.sleep(2.5)  # the recorder process notices its parent is gone and exits within a second
     left = [r for r in all_runs(root) if r.info.status == "RUNNING"]
     parent = [r for r in left if r.data.tags.get("role") == "parent"]
-    assert len(parent) == 1 and running_trials(root) == 4  # and the trials' runs the recorder had opened
+    assert len(parent) == 1 and len(left) == 5  # and the trials' runs the recorder had opened
+    # The batch never ended, so its study holds none of its trials: nothing RUNNING in Optuna.
+    assert running_trials(root) == 0
 
     code, output = finish(start(root, tune_cmd("b", "linear")))  # the next run of the stage
     assert code == 0, output
-    assert f"cleanup: {len(left)} MLflow run(s) ended KILLED and 4 Optuna trial(s) failed" in output
+    assert f"cleanup: {len(left)} MLflow run(s) ended KILLED and 0 Optuna trial(s) failed" in output
     runs = {r.info.run_id: r for r in all_runs(root)}
     assert not [r for r in runs.values() if r.info.status == "RUNNING"] and running_trials(root) == 0
     assert {runs[r.info.run_id].info.status for r in left} == {"KILLED"}
     killed = [s for s in all_studies(root).values() if s.user_attrs["model"] == "mlp"]
-    assert [t.state for t in killed[0].trials] == [TrialState.FAIL] * 4
+    assert killed[0].trials == [] and killed[0].user_attrs["tuning_ended"]  # looked at once, then left alone
 
 
 def test_sigterm_fails_the_trials_and_ends_every_run(tmp_path, default_params_raw):
     root = folder(tmp_path / "w", slow_mlp(default_params_raw))
     victim = start(root, tune_cmd("a", "linear", "mlp"))
-    wait_for(lambda: running_trials(root) == 4, 120, "the MLP batch of 4 trials to be RUNNING")
+    wait_for(lambda: open_trial_runs(root, "mlp") == 4, 120, "the MLP batch of 4 trials to be training")
     victim.send_signal(signal.SIGTERM)
     code, output = finish(victim)
     assert code == 128 + signal.SIGTERM, output

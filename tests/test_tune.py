@@ -7,13 +7,15 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from pipeline import optuna_private
 from pipeline.data import DatasetSpec, generate
 from pipeline.equations import parse
 from pipeline.models import ModelSpec
 from pipeline.space import FloatSpace, IntSpace, SearchSpace
 from pipeline.terms import library
 from pipeline.train import Tensors, mse
-from pipeline.tune import Hooks, StudySettings, TuningJob, create_study, tune
+from pipeline.trials import Hooks, run_batch
+from pipeline.tune import StudySettings, TuningJob, create_study, tune
 
 
 @pytest.fixture
@@ -77,12 +79,45 @@ def test_trials_are_asked_in_batches_from_a_sampler_that_expects_it(product, tmp
     study = create_study("b", f"sqlite:///{tmp_path / 'o.db'}", settings)
     assert study.sampler._constant_liar
     asked = []
-    original = study.ask
-    study.ask = lambda *a, **k: asked.append(len(study.get_trials(states=(TrialState.RUNNING,)))) or original(*a, **k)
+    original = study.sampler.before_trial  # the sampler hears of each trial asked, and of the study it is in
+    study.sampler.before_trial = lambda s, t: (
+        asked.append(len(s.get_trials(states=(TrialState.RUNNING,)))) or original(s, t)
+    )
     space = SearchSpace(lr=FloatSpace(0.01, 0.05), epochs=IntSpace(3, 3))
     tune(study, TuningJob(ModelSpec("linear"), space, settings, batch=2), product)
-    assert asked == [0, 1, 0, 1, 0]  # running trials when each was asked: batches of 2, 2 and 1
+    assert asked == [1, 2, 1, 2, 1]  # running trials as each was asked, itself included: batches of 2, 2 and 1
     assert [t.number for t in study.trials] == [0, 1, 2, 3, 4]
+
+
+def test_a_tuning_in_memory_stores_the_trials_a_tuning_on_the_storage_gives(product, tmp_path):
+    """`tune` asks, trains and tells on a study in memory and writes each batch into the storage
+    once it is over. The trials are those of the same tuning asked and told on the storage itself
+    (`run_batch` on the stored study, as `tune` did before): numbers, states, parameters, values
+    and curves, pruned ones included; each batch is handed on once, whole, in number order."""
+    storage = f"sqlite:///{tmp_path / 'o.db'}"
+    settings = StudySettings(9, pruner="median", n_startup_trials=2, n_warmup_steps=1)
+    space = SearchSpace(lr=FloatSpace(1e-4, 0.05), epochs=IntSpace(4, 12), batch_size=(16, 64))
+    job = TuningJob(ModelSpec("linear"), space, settings, batch=4)
+    direct = create_study("direct", storage, settings)
+    for first in range(0, job.n_trials, job.batch):
+        run_batch(direct, [direct.ask() for _ in range(min(job.batch, job.n_trials - first))], job, product, Hooks())
+    tune(create_study("tuned", storage, settings), job, product)
+    batches = []
+    study = create_study("hooked", storage, settings)
+
+    def on_batch(trials):
+        batches.append([t.number for t in trials])
+        optuna_private.store_trials(optuna_private.storage_of(study), optuna_private.study_id(study), trials)
+
+    tune(study, job, product, Hooks(on_batch=on_batch))
+    assert batches == [[0, 1, 2, 3], [4, 5, 6, 7], [8]]
+    expected = optuna.load_study(study_name="direct", storage=storage).trials
+    assert {t.state for t in expected} == {TrialState.COMPLETE, TrialState.PRUNED}
+    for name in ("tuned", "hooked"):
+        trials = optuna.load_study(study_name=name, storage=storage).trials
+        assert [(t.number, t.state, t.params, t.distributions, t.value, t.intermediate_values) for t in trials] == [
+            (t.number, t.state, t.params, t.distributions, t.value, t.intermediate_values) for t in expected
+        ]
 
 
 def test_a_rerun_gets_its_own_study_keeps_the_old_one_and_repeats_its_result(product, tmp_path):
@@ -154,7 +189,7 @@ def test_an_interrupted_batch_reports_its_unfinished_trials_as_fail_with_their_c
 
 
 def test_an_interruption_between_asking_and_training_reports_its_trials_as_fail(product, tmp_path, monkeypatch):
-    import pipeline.tune as tuning
+    import pipeline.trials as tuning
 
     settings = StudySettings(3, pruner="none")
     study = create_study("early", f"sqlite:///{tmp_path / 'o.db'}", settings)
@@ -180,7 +215,7 @@ def test_a_sigterm_while_trials_are_announced_waits_until_every_one_is(monkeypat
     import os
     import signal
 
-    from pipeline.tune import announcing
+    from pipeline.trials import announcing
 
     def stop(signum, frame):
         raise SystemExit(128 + signum)
@@ -212,7 +247,7 @@ def test_a_sigterm_inside_a_storage_write_waits_for_it_then_fails_every_trial(pr
     import os
     import signal
 
-    import pipeline.tune as tuning
+    import pipeline.trials as tuning
 
     settings = StudySettings(3, pruner="none")
     study = create_study("stopped", f"sqlite:///{tmp_path / 'o.db'}", settings)

@@ -109,7 +109,7 @@ def test_a_worker_whose_trial_was_failed_elsewhere_stops_as_taken_over(tmp_path,
     before telling it. Its next write must read as "taken over", the worker's clean stop, not as
     Optuna's "Cannot tell a FAIL trial" (the tell) or UpdateFinishedTrialError (an attribute
     learned since, the attributes before training, the trial's parameters); no trial is left RUNNING."""
-    import pipeline.tune as tuning
+    import pipeline.trials as tuning
     from pipeline import shared_study
     from pipeline.data import DatasetSpec, generate
     from pipeline.equations import parse
@@ -117,7 +117,8 @@ def test_a_worker_whose_trial_was_failed_elsewhere_stops_as_taken_over(tmp_path,
     from pipeline.space import FloatSpace, IntSpace, SearchSpace
     from pipeline.takeover import TrialTakenOver
     from pipeline.train import Tensors
-    from pipeline.tune import Hooks, StudySettings, TuningJob, create_study
+    from pipeline.trials import Hooks
+    from pipeline.tune import StudySettings, TuningJob, create_study
 
     ds = generate(DatasetSpec("p", parse("2*x0 - 3", 1), 200, 0.2, 0.0, 0, 3.0, 5.0, 1))
     data = Tensors.from_arrays(ds.X_train, ds.y_train, ds.X_val, ds.y_val)
