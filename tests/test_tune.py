@@ -120,6 +120,39 @@ def test_a_tuning_in_memory_stores_the_trials_a_tuning_on_the_storage_gives(prod
         ]
 
 
+def test_trials_stored_in_one_transaction_read_back_as_optunas_own_add_trials_writes_them(tmp_path):
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    space = {"lr": FloatDistribution(1e-4, 0.1, log=True), "epochs": IntDistribution(3, 9),
+             "optimizer": CategoricalDistribution(("sgd", "adam")),
+             "width": CategoricalDistribution((16, 32))}  # fmt: skip
+    made = optuna.create_study()  # in memory, as `tune` works
+    for n, state in enumerate([TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.COMPLETE]):
+        trial = made.ask(space)
+        trial.set_user_attr("mlflow_run_id", f"run{n}")
+        made._storage.set_trial_system_attr(trial._trial_id, "fixed_params", {"n": n})
+        for step, value in enumerate([0.5, float("nan"), float("inf"), 0.25 / (n + 1)][: n + 1]):
+            trial.report(value, step)
+        made.tell(trial, {0: 0.1, 3: float("inf")}.get(n) if state == TrialState.COMPLETE else None, state=state)
+    storage = optuna_private.storage_of(create_study("ours", f"sqlite:///{tmp_path / 'o.db'}", StudySettings(4)))
+    theirs = create_study("theirs", f"sqlite:///{tmp_path / 'o.db'}", StudySettings(4))
+    optuna_private.store_trials(storage, storage.get_study_id_from_name("ours"), made.trials[:2])
+    optuna_private.store_trials(storage, storage.get_study_id_from_name("ours"), made.trials[2:])
+    theirs.add_trials(made.trials)
+
+    def fields(trial):
+        return {k: v for k, v in vars(trial).items() if k not in ("_trial_id", "intermediate_values")} | {
+            "curve": {s: ("nan" if v != v else v) for s, v in trial.intermediate_values.items()}
+        }
+
+    ours, expected = (optuna.load_study(study_name=name, storage=storage).trials for name in ("ours", "theirs"))
+    assert [fields(t) for t in ours] == [fields(t) for t in expected]
+    assert [t.state for t in ours] == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.COMPLETE]
+    assert ours[3].value == float("inf") and ours[3].intermediate_values[2] == float("inf")
+    with pytest.raises(ValueError, match=r"holds 4 trials: trials numbered \[1\] cannot follow them"):
+        optuna_private.store_trials(storage, storage.get_study_id_from_name("ours"), made.trials[1:2])
+
+
 def test_a_rerun_gets_its_own_study_keeps_the_old_one_and_repeats_its_result(product, tmp_path):
     storage = f"sqlite:///{tmp_path / 'o.db'}"
     space = SearchSpace(lr=FloatSpace(0.01, 0.05), epochs=IntSpace(3, 3))
