@@ -18,7 +18,6 @@ Not measured here: the stage's recorder process (MLflow runs), which is the same
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -32,9 +31,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import tuning_cli  # noqa: E402  (beside this script)
+
 from pipeline import data as datasets  # noqa: E402
 from pipeline.config import load_params  # noqa: E402
-from pipeline.families import FAMILIES  # noqa: E402
 from pipeline.stages import specs  # noqa: E402
 from pipeline.stages import tune as tune_stage  # noqa: E402
 from pipeline.study_storage import optuna_storage  # noqa: E402
@@ -76,25 +76,19 @@ def measure(job: TuningJob, data: Tensors, repeats: int, folder: Path) -> dict:
     same = trials["storage"] == trials["in_memory"]
     storage, memory = statistics.median(seconds["storage"]), statistics.median(seconds["in_memory"])
     return {
-        "storage": round(storage, 3),
-        "in_memory": round(memory, 3),
+        "storage": round(storage, 4),
+        "in_memory": round(memory, 4),
         "ratio": round(storage / memory, 3),
         "saved_ms_per_trial": round(1000 * (storage - memory) / job.n_trials, 1),
         "n_trials": job.n_trials,
         "trials_per_batch": job.batch,
-        "seconds": {name: [round(s, 3) for s in values] for name, values in seconds.items()},
+        "seconds": {name: [round(s, 4) for s in values] for name, values in seconds.items()},
         "same_trials": same,
     }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
-    parser.add_argument("--dataset", default="product", help="dataset of params.yaml to tune on (default: product)")
-    parser.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES))
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--json", type=Path, help="also write the results here")
-    args = parser.parse_args(argv)
+    args = tuning_cli.parser(__doc__).parse_args(argv)
     params = load_params(args.params)
     params.check_dataset(args.dataset)
     torch.set_num_threads(params.training.threads)

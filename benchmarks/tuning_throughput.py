@@ -14,7 +14,6 @@ writes `{family: {"one_at_a_time": trials_per_s, "batched": trials_per_s, "ratio
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -27,9 +26,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import tuning_cli  # noqa: E402  (beside this script)
+
 from pipeline import data as datasets  # noqa: E402
 from pipeline.config import load_params  # noqa: E402
-from pipeline.families import FAMILIES  # noqa: E402
 from pipeline.space import suggest  # noqa: E402
 from pipeline.stages import specs  # noqa: E402
 from pipeline.stages import tune as tune_stage  # noqa: E402
@@ -93,13 +93,7 @@ def measure(params, family: str, data: Tensors, repeats: int, dataset: str) -> d
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
-    parser.add_argument("--dataset", default="product", help="dataset of params.yaml to tune on (default: product)")
-    parser.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES))
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--json", type=Path, help="also write the results here")
-    args = parser.parse_args(argv)
+    args = tuning_cli.parser(__doc__).parse_args(argv)
     params = load_params(args.params)
     torch.set_num_threads(params.training.threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -54,7 +54,8 @@ def test_study_in_memory_benchmark_stores_the_same_trials_both_ways(tmp_path, de
         assert row["same_trials"] is True, family  # the script compares every stored trial
         assert row["n_trials"] == 6 and row["trials_per_batch"] == 3
         assert len(row["seconds"]["storage"]) == len(row["seconds"]["in_memory"]) == 2
-        assert abs(row["ratio"] - row["storage"] / row["in_memory"]) < 0.01 * row["ratio"] + 0.01
+        # The JSON's seconds are rounded (to 0.1 ms), its ratio is not: a tuning of 6 trials takes some 20 ms.
+        assert abs(row["ratio"] - row["storage"] / row["in_memory"]) < 0.02 * row["ratio"] + 0.01
         saved = 1000 * (row["storage"] - row["in_memory"]) / 6
         assert abs(row["saved_ms_per_trial"] - saved) < 0.2
         assert f"{family:8}" in result.stdout
