@@ -142,7 +142,7 @@ def tune(study: optuna.Study, job: TuningJob, data: Tensors, hooks: Hooks | None
     The trials are asked, trained and told on a study in memory with `study`'s sampler and pruner,
     and each batch goes into `study` once all its trials are over (`hooks.on_batch`, or here):
     nobody else writes into a study of one process, and on SQLite its storage's ask, parameters,
-    tell and the reads the sampler makes around them cost 25 to 90 ms of CPU a trial more than
+    tell and the reads the sampler makes around them cost 20 to 90 ms of CPU a trial more than
     writing each batch in one go (`benchmarks/study_in_memory.py`). The sampler and the pruner see
     the same trials either way, so the trials, their numbers and values are the same. An
     interruption writes the trials of the batch it stopped, told FAIL, as well.

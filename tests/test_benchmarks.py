@@ -18,11 +18,16 @@ def benchmark(script: str, *args: str, timeout: int = 300) -> subprocess.Complet
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
 
 
-def test_throughput_benchmark_trains_the_same_trials_both_ways(tmp_path, default_params_raw):
-    small = shrink(default_params_raw)
+def small_tunings(folder, raw: dict) -> None:
+    """A params.yaml in `folder`: the real one shrunk, each family 6 trials in batches of 3."""
+    small = shrink(raw)
     for tuning in small["tuning"].values():
         tuning["n_trials"], tuning["trials_per_batch"] = 6, 3
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(small))
+    (folder / "params.yaml").write_text(yaml.safe_dump(small))
+
+
+def test_throughput_benchmark_trains_the_same_trials_both_ways(tmp_path, default_params_raw):
+    small_tunings(tmp_path, default_params_raw)
     out = tmp_path / "throughput.json"
     result = benchmark("tuning_throughput.py", "--params", str(tmp_path / "params.yaml"), "--repeats", "2",
                        "--json", str(out))  # fmt: skip
@@ -40,10 +45,7 @@ def test_throughput_benchmark_trains_the_same_trials_both_ways(tmp_path, default
 
 
 def test_study_in_memory_benchmark_stores_the_same_trials_both_ways(tmp_path, default_params_raw):
-    small = shrink(default_params_raw)
-    for tuning in small["tuning"].values():
-        tuning["n_trials"], tuning["trials_per_batch"] = 6, 3
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(small))
+    small_tunings(tmp_path, default_params_raw)
     out = tmp_path / "in_memory.json"
     result = benchmark("study_in_memory.py", "--params", str(tmp_path / "params.yaml"), "--repeats", "2",
                        "--families", "linear", "cross", "--json", str(out))  # fmt: skip
