@@ -20,7 +20,9 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from collections.abc import Iterator
+import sys
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -183,7 +185,7 @@ def mlflow_experiment(
             experiment_id = found.experiment_id
         else:
             try:
-                experiment_id = client.create_experiment(experiment, artifact_location=artifact_location)
+                experiment_id = mlflow_write(tracking_uri)(client.create_experiment, experiment, artifact_location)
             except Exception as exc:  # a tracking server: another process created it meanwhile
                 if getattr(exc, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
                     raise
@@ -230,6 +232,58 @@ def artifact_location(tracking_uri: str) -> str | None:
 
 WAIT_ENV = "EQUATIONS_STORE_WAIT_S"  # how long a store may be unreachable before the command fails
 WAIT_S = 60.0
+
+
+class Retry:
+    """A store call retried with backoff while `transient` says the store is unreachable (a
+    restart, an outage), for up to `bound_s`; then a `StoreError` naming the store and the cause.
+    Other errors pass. The caller makes the call safe to repeat."""
+
+    def __init__(self, url: str, what: str, bound_s: float, transient: Callable[[BaseException], bool]) -> None:
+        self.url, self.what, self.bound_s, self.transient = url, what, bound_s, transient
+
+    def __call__(self, call: Callable, *args: object, **kwargs: object) -> object:
+        start, delay = None, 0.5
+        while True:
+            try:
+                result = call(*args, **kwargs)
+            except Exception as exc:
+                if not self.transient(exc):
+                    raise
+                now = time.monotonic()
+                if start is None:
+                    start = now
+                    self._say(f"unreachable ({describe(exc)[:160]}): retrying for up to {self.bound_s:.0f} s")
+                if now - start >= self.bound_s:
+                    raise StoreError(f"{self.what} {redact(self.url)}: unreachable for {self.bound_s:.0f} s: "
+                                     f"{describe(exc)[:200]}") from None  # fmt: skip
+                time.sleep(min(delay, self.bound_s - (now - start)))
+                delay = min(2 * delay, 8.0)
+                continue
+            if start is not None:
+                self._say(f"reachable again after {time.monotonic() - start:.0f} s")
+            return result
+
+    def _say(self, message: str) -> None:
+        print(f"{self.what} {redact(self.url)}: {message}", file=sys.stderr, flush=True)
+
+
+def mlflow_write(tracking_uri: str) -> Callable[..., object]:
+    """How to send a write that MLflow does not repeat itself: a tracking server whose database
+    restarts answers TEMPORARILY_UNAVAILABLE (HTTP 503), and MLflow (since 3.18) retries such an
+    answer only to writes that are safe to repeat, not to creating a run, an experiment or a
+    dataset input (the write may have committed). The caller makes its write safe to repeat; on
+    a server it is then retried for up to `wait_s()`. Local stores raise at once."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return lambda call, *args, **kwargs: call(*args, **kwargs)
+    return Retry(tracking_uri, "MLflow tracking server", wait_s(), server_busy)
+
+
+def server_busy(exc: BaseException) -> bool:
+    """An answer of a tracking server whose store is unreachable, or of a proxy before it."""
+    if getattr(exc, "error_code", None) == "TEMPORARILY_UNAVAILABLE":
+        return True
+    return re.search(r"failed with error code 50[234]\b", str(exc)) is not None
 
 
 def wait_s() -> float:

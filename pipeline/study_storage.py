@@ -13,9 +13,6 @@ need the MLflow side only, and must not depend on this code (dvc.yaml's deps).
 from __future__ import annotations
 
 import re
-import sys
-import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pipeline import liveness, optuna_private, stores
@@ -38,7 +35,7 @@ def optuna_storage(url: str, existing: bool = False, **options: object) -> optun
     tables must be there already, as for a worker joining a study: a wrong database name is then
     an error, not a new empty schema). `options` go to `RDBStorage` (heartbeats). A server
     database's connections are checked before use and its calls retried while it is unreachable
-    (`retry`)."""
+    (`stores.Retry`)."""
     import optuna
 
     with stores.first_use(url, "Optuna storage"):
@@ -56,40 +53,8 @@ def optuna_storage(url: str, existing: bool = False, **options: object) -> optun
             raise
         if sqlite:
             return storage
-        return optuna_private.retrying_storage(storage, Retry(url, "Optuna storage", stores.wait_s()))
-
-
-class Retry:
-    """A store call retried with backoff while the store is unreachable (a restart, an outage),
-    for up to `bound_s`; then a `StoreError` naming the store and the cause. Other errors pass."""
-
-    def __init__(self, url: str, what: str, bound_s: float) -> None:
-        self.url, self.what, self.bound_s = url, what, bound_s
-
-    def __call__(self, call: Callable, *args: object, **kwargs: object) -> object:
-        start, delay = None, 0.5
-        while True:
-            try:
-                result = call(*args, **kwargs)
-            except Exception as exc:
-                if not unreachable(exc):
-                    raise
-                now = time.monotonic()
-                if start is None:
-                    start = now
-                    self._say(f"unreachable ({describe(exc)[:160]}): retrying for up to {self.bound_s:.0f} s")
-                if now - start >= self.bound_s:
-                    raise StoreError(f"{self.what} {redact(self.url)}: unreachable for {self.bound_s:.0f} s: "
-                                     f"{describe(exc)[:200]}") from None  # fmt: skip
-                time.sleep(min(delay, self.bound_s - (now - start)))
-                delay = min(2 * delay, 8.0)
-                continue
-            if start is not None:
-                self._say(f"reachable again after {time.monotonic() - start:.0f} s")
-            return result
-
-    def _say(self, message: str) -> None:
-        print(f"{self.what} {redact(self.url)}: {message}", file=sys.stderr, flush=True)
+        retry = stores.Retry(url, "Optuna storage", stores.wait_s(), unreachable)
+        return optuna_private.retrying_storage(storage, retry)
 
 
 def unreachable(exc: BaseException | None) -> bool:

@@ -15,6 +15,7 @@ import copy
 import os
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 MLFLOW_GIT_COMMIT = "mlflow.source.git.commit"  # the values of mlflow.utils.mlflow_tags
 MLFLOW_PARENT_RUN_ID = "mlflow.parentRunId"
 MLFLOW_RUN_NAME = "mlflow.runName"
+REQUEST = "owner.request"  # the call that made a run (`Tracker.start`)
 BATCH = 1000  # MLflow's limit of metrics per log_batch call
 
 
@@ -108,10 +110,26 @@ class Tracker:
         self.end(run_id, status)
 
     def start(self, name: str, tags: dict[str, str], parent_id: str | None = None) -> str:
-        all_tags = source_tags() | self.tags | tags | {MLFLOW_RUN_NAME: name}
+        """A new run. Its tag `owner.request` names this call: a try that the server answered
+        with an error (its database restarting) may still have made the run, and the next try
+        finds it by that tag instead of making a second one."""
+        from pipeline import stores
+
+        all_tags = source_tags() | self.tags | tags | {MLFLOW_RUN_NAME: name, REQUEST: uuid.uuid4().hex}
         if parent_id:
             all_tags[MLFLOW_PARENT_RUN_ID] = parent_id
-        return self.client.create_run(self.experiment_id, run_name=name, tags=all_tags).info.run_id
+        tries = 0
+
+        def create() -> str:
+            nonlocal tries
+            tries += 1
+            if tries > 1 and (made := self.client.search_runs(
+                [self.experiment_id], f"tags.`{REQUEST}` = '{all_tags[REQUEST]}'", max_results=1
+            )):  # fmt: skip
+                return made[0].info.run_id
+            return self.client.create_run(self.experiment_id, run_name=name, tags=all_tags).info.run_id
+
+        return stores.mlflow_write(self.tracking_uri)(create)
 
     def end(self, run_id: str, status: str) -> None:
         self.client.set_terminated(run_id, status)
@@ -165,11 +183,15 @@ class Tracker:
         from mlflow.entities import Dataset, DatasetInput, InputTag
         from mlflow.exceptions import MlflowException
 
+        from pipeline import stores
+
         dataset = Dataset(name=name, digest=digest, source_type="dvc", source=source)
         context = InputTag(key="mlflow.data.context", value="training")
         for attempt in range(3):
             try:
-                self.client.log_inputs(run_id, datasets=[DatasetInput(dataset=dataset, tags=[context])])
+                # The server finds a dataset and input it holds already: safe to send again.
+                write = stores.mlflow_write(self.tracking_uri)
+                write(self.client.log_inputs, run_id, datasets=[DatasetInput(dataset=dataset, tags=[context])])
                 return
             except MlflowException as exc:
                 # MLflow's get-or-create of the dataset row races between concurrent writers (two
