@@ -88,7 +88,8 @@ def store_trials(storage: optuna.storages.BaseStorage, study_id: int, trials: li
 
     def write() -> None:
         with backend.engine.begin() as connection:
-            _check_numbers(connection, study_id, trials)
+            if _stored_already(connection, study_id, trials):
+                return
             rows: dict[type, list[dict]] = {model: [] for model in _TRIAL_TABLES}
             for trial in trials:
                 row = {"number": trial.number, "study_id": study_id, "state": trial.state,
@@ -108,13 +109,23 @@ _TRIAL_TABLES = (models.TrialParamModel, models.TrialValueModel, models.TrialUse
                  models.TrialSystemAttributeModel, models.TrialIntermediateValueModel)  # fmt: skip
 
 
-def _check_numbers(connection: object, study_id: int, trials: list[FrozenTrial]) -> None:
+def _stored_already(connection: object, study_id: int, trials: list[FrozenTrial]) -> bool:
+    """False if `trials` follow the study's; True if the study ends with these very trials (same
+    numbers and start times: a try whose commit went through but whose answer the lost connection
+    did not bring back); else a ValueError."""
     table = models.TrialModel.__table__
     query = sqlalchemy.select(sqlalchemy.func.count()).select_from(table).where(table.c.study_id == study_id)
     held = connection.execute(query).scalar_one()
     numbers = [trial.number for trial in trials]
-    if numbers != list(range(held, held + len(trials))):
-        raise ValueError(f"Optuna study {study_id} holds {held} trials: trials numbered {numbers} cannot follow them")
+    if numbers == list(range(held, held + len(trials))):
+        return False
+    if numbers == list(range(held - len(trials), held)):
+        query = sqlalchemy.select(table.c.number, table.c.datetime_start).where(
+            table.c.study_id == study_id, table.c.number.in_(numbers)
+        )
+        if dict(connection.execute(query).all()) == {trial.number: trial.datetime_start for trial in trials}:
+            return True
+    raise ValueError(f"Optuna study {study_id} holds {held} trials: trials numbered {numbers} cannot follow them")
 
 
 def _trial_rows(trial_id: int, trial: FrozenTrial) -> dict[type, list[dict]]:

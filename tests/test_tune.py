@@ -3,6 +3,9 @@ trial keeps its own per-epoch reports and pruning; the best model comes back."""
 
 from __future__ import annotations
 
+import copy
+import datetime
+
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -151,6 +154,16 @@ def test_trials_stored_in_one_transaction_read_back_as_optunas_own_add_trials_wr
     assert ours[3].value == float("inf") and ours[3].intermediate_values[2] == float("inf")
     with pytest.raises(ValueError, match=r"holds 4 trials: trials numbered \[1\] cannot follow them"):
         optuna_private.store_trials(storage, storage.get_study_id_from_name("ours"), made.trials[1:2])
+    # The same batch again, as a retry sends it when the commit went through but its answer was
+    # lost: nothing written twice. The same numbers from another batch (other start times): refused.
+    optuna_private.store_trials(storage, storage.get_study_id_from_name("ours"), made.trials[2:])
+    assert [fields(t) for t in optuna.load_study(study_name="ours", storage=storage).trials] == [
+        fields(t) for t in expected
+    ]
+    other = [copy.copy(t) for t in made.trials[2:]]
+    other[0].datetime_start += datetime.timedelta(microseconds=1)
+    with pytest.raises(ValueError, match=r"holds 4 trials: trials numbered \[2, 3\] cannot follow them"):
+        optuna_private.store_trials(storage, storage.get_study_id_from_name("ours"), other)
 
 
 def test_a_rerun_gets_its_own_study_keeps_the_old_one_and_repeats_its_result(product, tmp_path):
