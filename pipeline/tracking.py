@@ -187,10 +187,10 @@ class Tracker:
 
         dataset = Dataset(name=name, digest=digest, source_type="dvc", source=source)
         context = InputTag(key="mlflow.data.context", value="training")
+        # The server finds a dataset and input it holds already: safe to send again.
+        write = stores.mlflow_write(self.tracking_uri)
         for attempt in range(3):
             try:
-                # The server finds a dataset and input it holds already: safe to send again.
-                write = stores.mlflow_write(self.tracking_uri)
                 write(self.client.log_inputs, run_id, datasets=[DatasetInput(dataset=dataset, tags=[context])])
                 return
             except MlflowException as exc:
