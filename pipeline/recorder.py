@@ -21,6 +21,8 @@ from concurrent.futures import Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
+from pipeline import threads
+
 
 class Recorder:
     """`with Recorder() as recorder: future = recorder.submit(fn, *args)`; leaving waits for every
@@ -70,8 +72,8 @@ def _pool() -> ProcessPoolExecutor:
 def _prepare_worker() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    # One thread for the little torch work here (scoring, saving): the other core is training.
-    os.environ["OMP_NUM_THREADS"] = "1"
+    # One thread for the math here (least squares, scoring, saving): the other core is training.
+    threads.limit(1)
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
 
 

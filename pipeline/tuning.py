@@ -14,7 +14,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from pipeline import liveness, records, study_storage
+from pipeline import liveness, records, study_storage, threads
 from pipeline.recorder import Recorder
 from pipeline.records import Best, FamilyRun
 from pipeline.stores import Stores
@@ -64,19 +64,15 @@ def tune_dataset(plan: Plan, dataset: Dataset, where: Stores, workers: int | Non
         # Submitted first: the recorder starts (imports, store set-up) while this process loads torch.
         orphans = recorder.submit(records.end_orphan_runs, Target(uri, experiment))
         opened = recorder.submit(records.open_runs, targets, plan.source, {"role": "parent"})
-        _use_threads(next(iter(plan.jobs.values())).threads)
+        import torch  # noqa: F401 (loaded here, while the recorder starts)
+
+        threads.limit(next(iter(plan.jobs.values())).threads)
         storage = study_storage.optuna_storage(where.optuna_url)
         if message := liveness.describe_cleanup(orphans.result(), study_storage.fail_orphans(storage)):
             progress(message)
         session = _Session(plan, dataset, where, recorder, progress)
         return session.run({f: FamilyRun(targets[f], run_id, plan.source) for f, run_id in opened.result().items()},
                            storage, workers)  # fmt: skip
-
-
-def _use_threads(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
 
 
 class _Session:

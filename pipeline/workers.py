@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline import liveness, model_files, records
+from pipeline import liveness, model_files, records, threads
 from pipeline.data import DatasetRef
 from pipeline.errors import redact
 from pipeline.tracking import MLFLOW_PARENT_RUN_ID, Target, every_run
@@ -297,9 +297,9 @@ def work(parent_id: str, tracking_uri: str, storage_url: str, progress: Progress
     source = DatasetRef(published["dataset"], published["md5"], f"mlflow-artifacts: run {parent_id} {DATA}")
     run = records.FamilyRun(Target(tracking_uri, experiment, tags), parent_id, source)
     trials = _WorkerTrials(client, study, run, progress)
-    import torch
+    import torch  # noqa: F401 (before `threads.limit`, which sets the threads of the loaded libraries)
 
-    torch.set_num_threads(job.threads)  # one core a worker: several workers share a machine
+    threads.limit(job.threads)  # one core a worker: several workers share a machine
     tensors = Tensors.from_arrays(
         dataset.X_train, dataset.y_train, dataset.X_val, dataset.y_val, job.device, job.standardize
     )
