@@ -344,10 +344,11 @@ def _anchor(url: str, base: Path) -> str:
     return prefix + str((base / url[len(prefix) :]).resolve())
 
 
-def load_params(path: str | Path) -> Params:
+def load_params(path: str | Path, anchored: bool = True) -> Params:
     """Read and validate params.yaml, or raise ConfigError naming the key and the value.
 
-    Relative SQLite store paths are anchored at the params file's folder.
+    Relative SQLite store paths are anchored at the params file's folder (unless `anchored` is
+    False: as written, for what must not depend on where the repository lies).
     """
     path = Path(path)
     try:
@@ -357,6 +358,8 @@ def load_params(path: str | Path) -> Params:
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"{path}: cannot read YAML: {exc}") from None
     params = validate_params(raw, source=str(path))
+    if not anchored:
+        return params
     return params.model_copy(update={"tracking": params.tracking.anchored(path.resolve().parent)})
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import re
 import subprocess
 import sys
@@ -132,6 +133,25 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, cwd=ROOT, timeout=60
     )
+
+
+def test_validate_writes_the_same_checks_wherever_the_checkout_lies(tmp_path):
+    """checks/tune.json is a DVC dependency of every `tune` stage: the stores' paths as written,
+    not anchored at the checkout (a clone elsewhere retrained every dataset)."""
+    written = []
+    for folder in ("one", "two/deeper"):
+        checkout = tmp_path / folder
+        checkout.mkdir(parents=True)
+        (checkout / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+        result = run_cli("--params", str(checkout / "params.yaml"), "validate", "--out", str(checkout / "checks"))
+        assert result.returncode == 0, result.stderr
+        written.append({p.relative_to(checkout): p.read_bytes() for p in (checkout / "checks").rglob("*.json")})
+    assert written[0] == written[1] and len(written[0]) == 5  # three datasets, tune.json, compare.json
+    tracking = json.loads(written[0][Path("checks/tune.json")])["tracking"]
+    assert (tracking["mlflow_uri"], tracking["optuna_storage"]) == ("sqlite:///mlflow.db", "sqlite:///optuna.db")
+    # What the stages use is still anchored at the params file's folder.
+    anchored = load_params(tmp_path / "one" / "params.yaml").tracking.mlflow_uri
+    assert anchored == f"sqlite:///{(tmp_path / 'one' / 'mlflow.db').resolve()}"
 
 
 def test_cli_refuses_bad_params_before_writing_anything(default_params_raw, tmp_path):

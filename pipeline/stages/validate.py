@@ -17,8 +17,13 @@ import argparse
 import json
 from pathlib import Path
 
-from pipeline.config import Params
+from pipeline.config import Params, load_params
 from pipeline.stages import specs
+
+# Loaded here, with the stores' paths as written: `checks/tune.json` is a DVC dependency of every
+# `tune` stage, and anchored at the checkout's folder it changed (and retrained everything) in a
+# clone anywhere else.
+NEEDS_PARAMS = False
 
 VALID = (
     "params.yaml is valid.\n"
@@ -66,8 +71,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, help="folder to write when params.yaml is valid (the DVC stage's out)")
 
 
-def main(args: argparse.Namespace, params: Params) -> None:
-    # load_params has checked everything else; reaching the print means the file is valid.
+def main(args: argparse.Namespace, params: Params | None) -> None:
+    # load_params checks everything else; reaching the print means the file is valid.
+    params = load_params(args.params, anchored=False)
     if args.out is not None:
         validate(params, args.out)
     else:
