@@ -14,6 +14,8 @@ functional AdamW (`torch.optim.adamw.adamw(..., fused=True)`) does.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 
@@ -27,7 +29,7 @@ def adam_direction(
 ) -> None:
     """Count one more step in `steps` and move `scratch` by minus AdamW's direction (learning rate
     1, no weight decay), updating the first and second `moments` in place, as `adamw(fused=True)`."""
-    steps += 1
+    steps.add_(_one(steps.dtype, steps.device))  # a Python 1 would be made into a tensor first, at every step
     torch._fused_adamw_(
         [scratch],
         [grad],
@@ -43,3 +45,9 @@ def adam_direction(
         amsgrad=False,
         maximize=False,
     )
+
+
+@functools.cache
+def _one(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    with torch.inference_mode(False):  # a normal tensor, though the first call may come in inference mode
+        return torch.ones((), dtype=dtype, device=device)
