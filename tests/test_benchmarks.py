@@ -90,3 +90,19 @@ def test_stack_scaling_benchmark_refuses_sizes_without_the_baseline(capsys):
         module.main(["--sizes", "4", "8"])
     assert exit.value.code == 2
     assert "--sizes [4, 8]: must hold 1" in capsys.readouterr().err
+
+
+def test_step_modes_benchmark_times_both_arms_on_the_same_numbers(tmp_path):
+    out = tmp_path / "modes.json"
+    result = benchmark("step_modes.py", "--rounds", "2", "--epochs", "1", "--json", str(out))
+    # It exits non-zero if the two arms trained different losses or weights.
+    assert result.returncode == 0, result.stderr[-2000:]
+    numbers = json.loads(out.read_text())
+    assert list(numbers) == ["K=10 batch=16 depths=2/3", "K=10 batch=32 depths=2/3", "K=1 batch=16 depths=3",
+                             "K=20 batch=16 depths=3"]  # fmt: skip
+    for case in numbers.values():
+        assert case["fastest_no_grad_us"] <= case["no_grad_us_per_step"]
+        assert case["fastest_inference_us"] <= case["inference_us_per_step"]
+        assert abs(case["ratio"] - case["inference_us_per_step"] / case["no_grad_us_per_step"]) < 0.002
+        assert abs(case["ratio_fastest"] - case["fastest_inference_us"] / case["fastest_no_grad_us"]) < 0.002
+    assert "K batch depths" in " ".join(result.stdout.split())
