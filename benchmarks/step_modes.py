@@ -32,7 +32,7 @@ from pipeline import threads  # noqa: E402
 from pipeline.config import load_params  # noqa: E402
 from pipeline.models import ModelSpec  # noqa: E402
 from pipeline.stages import specs  # noqa: E402
-from pipeline.train import Member, Tensors, TrainSettings, fit  # noqa: E402
+from pipeline.train import Member, Tensors, Trained, TrainSettings, fit  # noqa: E402
 
 CASES = [(10, 16, "2/3"), (10, 32, "2/3"), (1, 16, "3"), (20, 16, "3")]  # (stack size, batch, depths)
 
@@ -61,7 +61,7 @@ def members(k: int, batch_size: int, depths: str, epochs: int) -> list[Member]:
     ]  # fmt: skip
 
 
-def timed_fit(trials: list[Member], data: Tensors, inference: bool) -> tuple[float, list]:
+def timed_fit(trials: list[Member], data: Tensors, inference: bool) -> tuple[float, list[Trained]]:
     """Seconds of one `fit`, and what it trained (to compare the arms)."""
     real = torch.inference_mode
     torch.inference_mode = real if inference else _NoInferenceMode
@@ -73,10 +73,10 @@ def timed_fit(trials: list[Member], data: Tensors, inference: bool) -> tuple[flo
         torch.inference_mode = real
 
 
-def same(a: list, b: list) -> bool:
+def same(a: list[Trained], b: list[Trained]) -> bool:
     """The same losses and weights, bit for bit, member by member."""
 
-    def weights(trained: object) -> list[torch.Tensor]:
+    def weights(trained: Trained) -> list[torch.Tensor]:
         return list(trained.model.state_dict().values())
 
     return all(
